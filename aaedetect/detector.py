@@ -1,0 +1,325 @@
+"""``AAEDetector``: the scikit-learn style estimator that ties preprocessing, training, calibration
+and the model directory together.
+
+Score convention: ``score_samples`` follows scikit-learn (higher = more normal) and is the negated
+``anomaly_score`` of the output table (higher = more anomalous). The flip happens in
+:meth:`AAEDetector.score_samples` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import sklearn.exceptions
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+
+from . import artifacts
+from ._version import __version__
+from .config import Options, defaults
+from .errors import AAEDetectError, DataError, ModelFormatError
+from .model import AAE, FeatureEncoder, NetConfig, ScoringGraph, size_network
+from .preprocess import TabularPreprocessor
+from .priors import make_prior
+from .scoring import FrameScorer, fit_calibration, threshold_for_fpr
+from .train import TrainResult, resolve_device, train_aae
+
+logger = logging.getLogger("aaedetect")
+
+#: Fewest held-out rows that calibration and the threshold are fitted on.
+MIN_VALIDATION_ROWS = 8
+#: Fewest rows left to train on.
+MIN_TRAIN_ROWS = 16
+#: Rows per forward pass when scoring with torch.
+SCORE_BATCH_ROWS = 65_536
+WEIGHTS = "weights.npz"
+
+_D = defaults()
+
+
+class NotFittedError(AAEDetectError, sklearn.exceptions.NotFittedError):
+    """The detector was used before ``fit`` (or ``load``)."""
+
+
+class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
+    """Adversarial Autoencoder anomaly detector for tables.
+
+    Train on normal rows with :meth:`fit`; :meth:`score` returns the table with
+    ``anomaly_score`` (higher = more anomalous), ``recon_score``, ``latent_score`` and
+    ``is_anomaly`` appended. Parameters are described in :class:`aaedetect.config.Options` and in
+    ``aaedetect fit --help``; ``verbose`` > 0 logs one line per epoch.
+    """
+
+    def __init__(self, *, hidden_dims=_D["hidden_dims"], latent_dim=_D["latent_dim"],
+                 dropout=_D["dropout"], prior=_D["prior"], adv_weight=_D["adv_weight"],
+                 max_epochs=_D["max_epochs"], batch_size=_D["batch_size"], lr=_D["lr"],
+                 disc_lr=_D["disc_lr"], patience=_D["patience"],
+                 validation_fraction=_D["validation_fraction"], latent_signal=_D["latent_signal"],
+                 latent_weight=_D["latent_weight"],
+                 fpr=_D["fpr"], categorical=_D["categorical"], exclude=_D["exclude"],
+                 max_categories=_D["max_categories"], device=_D["device"],
+                 random_state=_D["random_state"], verbose=0):
+        self.hidden_dims = hidden_dims
+        self.latent_dim = latent_dim
+        self.dropout = dropout
+        self.prior = prior
+        self.adv_weight = adv_weight
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.disc_lr = disc_lr
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.latent_signal = latent_signal
+        self.latent_weight = latent_weight
+        self.fpr = fpr
+        self.categorical = categorical
+        self.exclude = exclude
+        self.max_categories = max_categories
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, *, progress: Callable[[int, int, dict], None] | None = None):
+        """Train on ``X`` (normal rows: a DataFrame, or a 2-D array) and calibrate the scores.
+
+        ``y`` is ignored. ``progress(epoch, max_epochs, metrics)`` is called after each epoch.
+        Returns ``self``.
+        """
+        opts = Options(**{k: v for k, v in self.get_params().items() if k != "verbose"})
+        df = _as_frame(X)
+        n = len(df)
+        if n < MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS:
+            raise DataError(f"data: {n} rows; training needs at least "
+                            f"{MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS}")
+        pre = TabularPreprocessor.fit(df, categorical=opts.categorical, exclude=opts.exclude,
+                                      max_categories=opts.max_categories)
+        numeric, categorical = pre.transform(df)
+        seed = (opts.random_state if opts.random_state is not None
+                else int(np.random.SeedSequence().generate_state(1)[0]))
+        n_val = max(MIN_VALIDATION_ROWS, int(round(opts.validation_fraction * n)))
+        order = np.random.default_rng(seed).permutation(n)
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        device = resolve_device(opts.device)
+
+        if progress is None and self.verbose:
+            progress = _log_progress
+        # fork_rng: seeding for reproducibility must not disturb the caller's global RNG state.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            features = FeatureEncoder(pre).to(device)
+            with torch.no_grad():
+                x = features(torch.from_numpy(numeric).to(device), torch.from_numpy(categorical).to(device))
+            cfg = size_network(features.n_features, opts.hidden_dims, opts.latent_dim, opts.dropout)
+            aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim)).to(device)
+            logger.info("training on %d rows (%d held out), %d columns -> %d features, network %s, "
+                        "device %s", len(train_idx), n_val, features.n_columns, cfg.n_inputs,
+                        cfg.to_dict(), device)
+            index = torch.from_numpy(train_idx).to(device), torch.from_numpy(val_idx).to(device)
+            result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
+
+        graph = ScoringGraph(features, aae, opts.latent_signal).eval()
+        recon_raw, latent_raw = _raw_parts(graph, numeric[val_idx], categorical[val_idx], device)
+        calibration = fit_calibration(recon_raw, latent_raw, latent_log=graph.latent_log,
+                                      latent_weight=opts.latent_weight)
+
+        self.options_ = opts
+        self.seed_ = seed
+        self.preprocessor_ = pre
+        self.net_config_ = cfg
+        self.calibration_ = calibration
+        self.training_ = result
+        self.n_rows_ = {"train": len(train_idx), "validation": n_val}
+        self.feature_names_in_ = np.asarray(df.columns, dtype=object)
+        self.n_features_in_ = len(df.columns)
+        self._set_graph(ScoringGraph(features, aae, opts.latent_signal, calibration).eval(), device)
+        val_scores = self.run_arrays(numeric[val_idx], categorical[val_idx])["anomaly_score"]
+        self.threshold_ = threshold_for_fpr(val_scores, opts.fpr)
+        self.offset_ = -self.threshold_
+        return self
+
+    def _set_graph(self, graph: ScoringGraph, device: torch.device) -> None:
+        self.graph_ = graph.to(device)
+        self.device_ = device
+
+    # -------------------------------------------------------------- scoring
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "graph_"):
+            raise NotFittedError("this AAEDetector is not fitted yet: call fit() or aaedetect.load()")
+
+    @property
+    def preprocessor(self) -> TabularPreprocessor:
+        self._check_fitted()
+        return self.preprocessor_
+
+    @property
+    def threshold(self) -> float:
+        self._check_fitted()
+        return self.threshold_
+
+    def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
+        """The scoring graph on raw arrays, in batches: calibrated scores and per-column errors."""
+        self._check_fitted()
+        names = ("anomaly_score", "recon_score", "latent_score", "column_errors")
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+        with torch.no_grad():
+            for start in range(0, max(len(numeric), 1), SCORE_BATCH_ROWS):
+                num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + SCORE_BATCH_ROWS]))
+                cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + SCORE_BATCH_ROWS]))
+                outs = self.graph_(num.to(self.device_), cat.to(self.device_))
+                for key, value in zip(names, outs):
+                    parts[key].append(value.cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def score(self, X, *, source: str = "data") -> pd.DataFrame:
+        """``X`` with ``anomaly_score, recon_score, latent_score, is_anomaly`` appended."""
+        return self.score_frame(_as_frame(X), source=source, first_line=None)
+
+    def score_samples(self, X) -> np.ndarray:
+        """Normality of each row (scikit-learn convention: higher = more normal), shape (N,)."""
+        self._check_fitted()
+        numeric, categorical = self.preprocessor_.transform(_as_frame(X), first_line=None)
+        return -self.run_arrays(numeric, categorical)["anomaly_score"].astype(np.float64)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples - offset_``: negative for rows flagged as anomalies."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """+1 for normal rows, -1 for anomalies (scikit-learn convention)."""
+        return np.where(self.decision_function(X) >= 0, 1, -1)
+
+    # ---------------------------------------------------------- persistence
+    def manifest(self) -> dict[str, Any]:
+        """What ``save`` writes as ``manifest.json`` (without the file checksums)."""
+        self._check_fitted()
+        result: TrainResult = self.training_
+        return {
+            "format": artifacts.FORMAT_NAME,
+            "format_version": artifacts.FORMAT_VERSION,
+            "package_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "options": self.options_.to_dict(),
+            "seed": self.seed_,
+            "input_columns": [str(c) for c in self.feature_names_in_],
+            "preprocessing": self.preprocessor_.to_dict(),
+            "network": self.net_config_.to_dict(),
+            "calibration": dict(self.calibration_),
+            "threshold": self.threshold_,
+            "training": {
+                "rows": self.n_rows_["train"], "validation_rows": self.n_rows_["validation"],
+                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
+                "recoveries": result.recoveries, "seconds": round(result.seconds, 3),
+                "device": str(self.device_), "torch_version": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
+        """Write the model directory ``path`` atomically (``force``: replace a model already there)."""
+        self._check_fitted()
+        artifacts.write_model_dir(path, self.manifest(), {WEIGHTS: self._weights_bytes()}, force=force)
+
+    def _weights_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        state = {k: v.detach().cpu().numpy() for k, v in self.graph_.aae.state_dict().items()}
+        np.savez(buffer, **state)
+        return buffer.getvalue()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | None = None) -> "AAEDetector":
+        """Rebuild a fitted detector from a model directory; nothing in it is unpickled or executed."""
+        model_dir = artifacts.ModelDir(path)
+        m = model_dir.manifest
+        where = f"{model_dir.path / artifacts.MANIFEST}"
+        try:
+            opts = Options.from_dict(m["options"])
+            pre = TabularPreprocessor.from_dict(m["preprocessing"])
+            cfg = NetConfig.from_dict(m["network"])
+            calibration = m["calibration"]
+            if not isinstance(calibration, dict):
+                raise TypeError("calibration is not a table")
+            threshold = float(m["threshold"])
+            input_columns = [str(c) for c in m["input_columns"]]
+            training = m["training"]
+            seed = m["seed"]
+        except (KeyError, TypeError, ValueError, AAEDetectError) as exc:
+            raise ModelFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        with np.load(io.BytesIO(model_dir.read(WEIGHTS)), allow_pickle=False) as arrays:
+            state = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
+        try:
+            features = FeatureEncoder(pre)
+            aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim))
+            aae.load_state_dict(state, strict=True)
+            graph = ScoringGraph(features, aae, opts.latent_signal, calibration).eval()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise ModelFormatError(f"{model_dir.path / WEIGHTS}: does not match the manifest's network "
+                                   f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.to_dict().items()}
+        if device is not None:
+            params["device"] = device
+        est = cls(**params)
+        est.options_ = opts
+        est.seed_ = seed
+        est.preprocessor_ = pre
+        est.net_config_ = cfg
+        est.calibration_ = calibration
+        est.threshold_ = threshold
+        est.offset_ = -threshold
+        est.training_ = TrainResult(**{k: training[k] for k in (
+            "epochs_run", "best_epoch", "best_val_loss", "stopped_early", "recoveries", "seconds")
+            if k in training})
+        est.n_rows_ = {"train": training.get("rows"), "validation": training.get("validation_rows")}
+        est.feature_names_in_ = np.asarray(input_columns, dtype=object)
+        est.n_features_in_ = len(input_columns)
+        est._set_graph(graph, resolve_device(params["device"]))
+        return est
+
+
+def load(path: str | os.PathLike, *, device: str | None = None) -> AAEDetector:
+    """Load a fitted :class:`AAEDetector` from a model directory written by ``save``/``aaedetect fit``."""
+    return AAEDetector.load(path, device=device)
+
+
+# ---------------------------------------------------------------------- helpers
+def _as_frame(X) -> pd.DataFrame:
+    """A DataFrame with string column names; arrays get ``x0, x1, ...``."""
+    if isinstance(X, pd.DataFrame):
+        if all(isinstance(c, str) for c in X.columns):
+            return X
+        return X.rename(columns=str)
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise DataError(f"data: expected a 2-D table, got an array of shape {array.shape}")
+    return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
+
+
+@torch.no_grad()
+def _raw_parts(graph: ScoringGraph, numeric: np.ndarray, categorical: np.ndarray,
+               device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    recon, latent = [], []
+    for start in range(0, len(numeric), SCORE_BATCH_ROWS):
+        num = torch.from_numpy(numeric[start:start + SCORE_BATCH_ROWS]).to(device)
+        cat = torch.from_numpy(categorical[start:start + SCORE_BATCH_ROWS]).to(device)
+        r, l, _ = graph.raw_parts(num, cat)
+        recon.append(r.cpu().numpy())
+        latent.append(l.cpu().numpy())
+    return np.concatenate(recon), np.concatenate(latent)
+
+
+def _log_progress(epoch: int, max_epochs: int, record: dict) -> None:
+    logger.info("epoch %d/%d: recon %.4f, val %.4f, adv %.3f, disc %.3f", epoch, max_epochs,
+                record["recon"], record["val_loss"], record["adv"], record["disc"])
+

@@ -1,0 +1,262 @@
+"""The networks: feature encoding, Encoder, Decoder, Discriminator, and the whole scoring graph.
+
+Shapes: B rows, C model columns (numeric then categorical), D encoded features, L latent size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LATENT_SIGNALS
+from .preprocess import TabularPreprocessor
+from .priors import Prior
+
+LOGVAR_RANGE = (-10.0, 4.0)
+#: Added to the raw score parts before the log in calibration: keeps log() finite at zero.
+CALIBRATION_EPS = 1e-6
+#: Stand-in for +-inf before soft clipping, so that infinite inputs still give finite scores.
+_HUGE = 1e300
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of the three networks; saved in the manifest, the model is rebuilt from it."""
+
+    n_inputs: int
+    hidden: tuple[int, int]
+    latent_dim: int
+    disc_hidden: int
+    dropout: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetConfig":
+        return cls(**{**data, "hidden": tuple(data["hidden"])})
+
+
+def size_network(n_inputs: int, hidden_dims: Any, latent_dim: Any, dropout: float) -> NetConfig:
+    """Layer widths sized to the table unless given: wide enough for the encoded input, narrowing."""
+    if hidden_dims == "auto":
+        h1 = min(512, max(64, 2 ** math.ceil(math.log2(2 * n_inputs))))
+        hidden = (h1, max(32, h1 // 2))
+    else:
+        hidden = tuple(int(h) for h in hidden_dims)
+    if latent_dim == "auto":
+        latent_dim = min(32, max(2, math.ceil(n_inputs / 4)))
+    disc_hidden = min(256, max(32, 4 * latent_dim))
+    return NetConfig(n_inputs, hidden, int(latent_dim), disc_hidden, float(dropout))
+
+
+class FeatureEncoder(nn.Module):
+    """Raw columns -> network input, identically in training, torch scoring and the ONNX graph.
+
+    Numeric: ``(x - center) / scale`` in float64, missing -> 0 (the median), then soft clipping:
+    beyond +-clip a value grows like ``clip + log1p(|z| - clip)``, so extreme values stay extreme
+    but finite and cannot swamp training. Columns that had missing values in training get a 0/1
+    indicator. Categorical codes become one-hot groups.
+    """
+
+    def __init__(self, pre: TabularPreprocessor):
+        super().__init__()
+        self.clip = float(pre.clip)
+        self.n_num = len(pre.numeric)
+        self.register_buffer("center", torch.tensor([c.center for c in pre.numeric], dtype=torch.float64))
+        self.register_buffer("scale", torch.tensor([c.scale for c in pre.numeric], dtype=torch.float64))
+        ind = [j for j, c in enumerate(pre.numeric) if c.indicator]
+        self.register_buffer("ind_cols", torch.tensor(ind, dtype=torch.long))
+        # (n_ind, n_num) 0/1: which numeric column each indicator belongs to (a matmul exports cleanly).
+        owner = torch.zeros(len(ind), self.n_num)
+        owner[torch.arange(len(ind)), torch.tensor(ind, dtype=torch.long)] = 1.0
+        self.register_buffer("ind_owner", owner)
+        self.widths = [c.width for c in pre.categorical]
+        self.n_cat = len(self.widths)
+        self.n_ind = len(ind)
+        self.n_features = self.n_num + self.n_ind + sum(self.widths)
+        self.n_columns = self.n_num + self.n_cat
+
+    def forward(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.n_num:
+            missing = torch.isnan(num)  # (B, n_num)
+            z = (num - self.center) / self.scale
+            z = torch.where(missing, torch.zeros_like(z), z).clamp(-_HUGE, _HUGE)
+            over = (z.abs() - self.clip).clamp(min=0.0)
+            z = torch.where(over > 0, torch.sign(z) * (self.clip + torch.log1p(over)), z)
+            parts.append(z.float())
+            if self.n_ind:
+                parts.append(missing[:, self.ind_cols].float())
+        for j, width in enumerate(self.widths):
+            slots = torch.arange(width, device=cat.device)
+            parts.append((cat[:, j:j + 1] == slots).float())  # (B, width) one-hot
+        return torch.cat(parts, dim=1)  # (B, D)
+
+    def column_errors(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Per-column reconstruction error (B, C) of decoder output ``out`` for encoded ``x``.
+
+        Numeric: squared error (not counted where the value is missing) plus the indicator's
+        binary cross-entropy. Categorical: cross-entropy of the group's softmax.
+        """
+        parts = []
+        if self.n_num:
+            err = (x[:, :self.n_num] - out[:, :self.n_num]).pow(2)
+            if self.n_ind:
+                a, b = self.n_num, self.n_num + self.n_ind
+                ind, logit = x[:, a:b], out[:, a:b]
+                err = err * (1.0 - ind @ self.ind_owner)
+                err = err + (F.softplus(logit) - logit * ind) @ self.ind_owner
+            parts.append(err)
+        offset = self.n_num + self.n_ind
+        for width in self.widths:
+            logits, target = out[:, offset:offset + width], x[:, offset:offset + width]
+            ce = torch.logsumexp(logits, dim=1) - (logits * target).sum(1)  # (B,)
+            parts.append(ce.unsqueeze(1))
+            offset += width
+        return torch.cat(parts, dim=1)
+
+
+class Encoder(nn.Module):
+    """x -> (mu, logvar); ``reparameterize`` draws z = mu + eps * sigma."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        h1, h2 = cfg.hidden
+        self.body = nn.Sequential(
+            nn.Linear(cfg.n_inputs, h1), nn.Dropout(cfg.dropout), nn.ReLU(),
+            nn.Linear(h1, h2), nn.Dropout(cfg.dropout), nn.ReLU(),
+        )
+        self.mu = nn.Linear(h2, cfg.latent_dim)
+        self.logvar = nn.Linear(h2, cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)  # (B, h2)
+        return self.mu(h), self.logvar(h).clamp(*LOGVAR_RANGE)  # (B, L) each
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+class Decoder(nn.Module):
+    """z -> decoder output (B, D): values for numeric features, logits for indicators and one-hot groups."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        h1, h2 = cfg.hidden
+        self.body = nn.Sequential(
+            nn.Linear(cfg.latent_dim, h2), nn.Dropout(cfg.dropout), nn.ReLU(),
+            nn.Linear(h2, h1), nn.BatchNorm1d(h1), nn.Dropout(cfg.dropout), nn.ReLU(),
+            nn.Linear(h1, cfg.n_inputs),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z)
+
+
+class Discriminator(nn.Module):
+    """z -> one logit: high when z looks drawn from the prior.
+
+    LeakyReLU rather than the seed's ReLU: the usual choice for GAN discriminators, it keeps
+    gradients flowing to the encoder for codes where a ReLU unit would be dead. The seed's dropout
+    (0.2) stays here whatever the autoencoder's: it keeps the discriminator from overfitting the
+    codes of the training rows, which would make its density ratio noisy.
+    """
+
+    dropout = 0.2
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        h = cfg.disc_hidden
+        self.body = nn.Sequential(
+            nn.Linear(cfg.latent_dim, h), nn.Dropout(self.dropout), nn.LeakyReLU(0.2),
+            nn.Linear(h, h), nn.Dropout(self.dropout), nn.LeakyReLU(0.2),
+            nn.Linear(h, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(z).squeeze(1)  # (B,)
+
+
+class AAE(nn.Module):
+    """The three networks of the adversarial autoencoder, and the prior they match."""
+
+    def __init__(self, cfg: NetConfig, prior: Prior):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.discriminator = Discriminator(cfg)
+        self.prior = prior
+
+
+class ScoringGraph(nn.Module):
+    """Raw arrays -> calibrated scores: the one scoring path, for torch and for the ONNX export.
+
+    Deterministic: call in eval mode; the code is z = mu, never sampled.
+
+    - recon part: the sum of the per-column reconstruction errors.
+    - latent part (``latent_signal``):
+      ``density``: -log q(mu), the negative log-density of the code under the aggregated posterior
+      q, estimated from the prior and the discriminator: a discriminator trained to tell prior
+      samples from codes has logit(mu) = log p(mu) - log q(mu) at its optimum, so
+      -log q(mu) = -log p(mu) + logit(mu).
+      ``discriminator``: -log D(mu), the discriminator's verdict alone.
+    - calibration: each part becomes a robust z-score fitted on held-out normal rows, of
+      ``log(raw + eps)`` for parts that are positive and skewed (recon, -log D), of ``raw`` for a
+      log-density; ``anomaly_score = (1 - w) * recon_score + w * latent_score``.
+    """
+
+    def __init__(self, features: FeatureEncoder, aae: AAE, latent_signal: str = "density",
+                 calibration: dict[str, Any] | None = None):
+        super().__init__()
+        if latent_signal not in LATENT_SIGNALS:
+            raise ValueError(f"latent_signal must be one of {LATENT_SIGNALS}")
+        self.features = features
+        self.aae = aae
+        self.latent_signal = latent_signal
+        cal = calibration or identity_calibration(latent_signal)
+        self.recon_log = bool(cal["recon"]["log"])
+        self.latent_log = bool(cal["latent"]["log"])
+        for part in ("recon", "latent"):
+            self.register_buffer(f"{part}_center", torch.tensor(float(cal[part]["center"])))
+            self.register_buffer(f"{part}_scale", torch.tensor(float(cal[part]["scale"])))
+        self.register_buffer("latent_weight", torch.tensor(float(cal["latent_weight"])))
+
+    def raw_parts(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(recon_raw (B,), latent_raw (B,), column errors (B, C)) before calibration."""
+        x = self.features(num, cat)  # (B, D)
+        mu, _ = self.aae.encoder(x)  # (B, L)
+        errors = self.features.column_errors(x, self.aae.decoder(mu))  # (B, C)
+        logit = self.aae.discriminator(mu)  # (B,)
+        if self.latent_signal == "density":
+            latent_raw = logit - self.aae.prior.log_prob(mu)
+        else:
+            latent_raw = F.softplus(-logit)  # -log sigmoid(logit) = -log D(mu)
+        return errors.sum(1), latent_raw, errors
+
+    def forward(self, num: torch.Tensor, cat: torch.Tensor):
+        recon_raw, latent_raw, errors = self.raw_parts(num, cat)
+        if self.recon_log:
+            recon_raw = torch.log(recon_raw + CALIBRATION_EPS)
+        if self.latent_log:
+            latent_raw = torch.log(latent_raw + CALIBRATION_EPS)
+        recon = (recon_raw - self.recon_center) / self.recon_scale
+        latent = (latent_raw - self.latent_center) / self.latent_scale
+        anomaly = (1.0 - self.latent_weight) * recon + self.latent_weight * latent
+        return anomaly, recon, latent, errors
+
+
+def identity_calibration(latent_signal: str) -> dict[str, Any]:
+    """Calibration that leaves the (possibly logged) raw parts as they are."""
+    return {"recon": {"center": 0.0, "scale": 1.0, "log": True},
+            "latent": {"center": 0.0, "scale": 1.0, "log": latent_signal == "discriminator"},
+            "latent_weight": 0.5}

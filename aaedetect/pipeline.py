@@ -1,0 +1,129 @@
+"""File-to-file jobs behind the CLI: fit a model from a table file, score a table file in chunks.
+
+Usable from Python too, e.g. in an ETL step: ``score_file("in.csv", scorer, "out.parquet")``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import check_model_target
+from .config import Options
+from .errors import DataError
+from .io import DEFAULT_CHUNK_ROWS, AtomicOutput, TableSource
+from .scoring import SCORE_COLUMNS, FrameScorer
+
+
+@dataclass
+class FitSummary:
+    rows: int
+    model_dir: str
+    seconds: float
+    manifest: dict[str, Any]
+
+
+def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dict[str, Any], *,
+             force: bool = False, sep: str = ",",
+             progress: Callable[[int, int, dict], None] | None = None) -> FitSummary:
+    """Train on the table at ``data`` and write the model directory ``model_dir`` atomically."""
+    from .detector import AAEDetector  # torch: only when training
+
+    started = time.perf_counter()
+    detector = AAEDetector(**options)
+    Options(**options)  # fail on a bad option before reading any data
+    check_model_target(model_dir, force)  # ... and on an unwritable target before training
+    with TableSource(data, sep=sep) as source:
+        df = source.read(as_text=False)
+        if len(df) == 0:
+            raise DataError(f"{source.name}: has a header but no rows")
+        try:
+            detector.fit(df, progress=progress)
+        except DataError as exc:
+            # The library names its input "data"; the user knows the file by its name.
+            message = str(exc)
+            if message.startswith("data:"):
+                message = source.name + message[len("data"):]
+            raise DataError(message) from None
+    detector.save(model_dir, force=force)
+    return FitSummary(len(df), str(model_dir), time.perf_counter() - started, detector.manifest())
+
+
+@dataclass
+class ScoreSummary:
+    rows: int = 0
+    flagged: int = 0
+    output: str = ""
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def score_file(data: str | os.PathLike, scorer: FrameScorer, output: str | os.PathLike = "-", *,
+               sep: str = ",", chunk_rows: int = DEFAULT_CHUNK_ROWS, label: str | None = None,
+               progress: Callable[[int], None] | None = None) -> ScoreSummary:
+    """Score the table at ``data`` chunk by chunk into ``output`` (CSV, or Parquet by extension).
+
+    The output appears only when every row has been scored. ``label``: a column of true 0/1
+    labels; the summary then holds AUROC, AUPRC, precision and recall.
+    """
+    started = time.perf_counter()
+    summary = ScoreSummary()
+    labels: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    with TableSource(data, sep=sep) as source, AtomicOutput(output) as out:
+        summary.output = out.name
+        columns = None
+        for chunk, first_line in source.chunks(as_text=True, chunk_rows=chunk_rows):
+            columns = chunk.columns
+            if label is not None and label not in chunk.columns:
+                raise DataError(f"{source.name}: no label column {label!r}")
+            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line)
+            out.write(scored)
+            summary.rows += len(scored)
+            summary.flagged += int(scored["is_anomaly"].sum())
+            if label is not None:
+                labels.append(_labels(chunk[label], source.name, label))
+                scores.append(scored["anomaly_score"].to_numpy())
+                flags.append(scored["is_anomaly"].to_numpy())
+            if progress is not None:
+                progress(summary.rows)
+        if summary.rows == 0:
+            # Header only: still write a header, with the score columns, so pipelines see the schema.
+            header = list(columns if columns is not None else source.header)
+            out.write(pd.DataFrame(columns=[*header, *SCORE_COLUMNS]))
+    if labels:
+        summary.metrics = evaluate(np.concatenate(labels), np.concatenate(scores), np.concatenate(flags))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _labels(series: pd.Series, source: str, column: str) -> np.ndarray:
+    values = pd.to_numeric(series, errors="coerce")
+    bad = ~values.isin([0, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{source}: label column {column!r} must hold 0 or 1; found "
+                        f"{series.iloc[i]!r}")
+    return values.to_numpy(dtype=np.int8)
+
+
+def evaluate(y_true: np.ndarray, anomaly_score: np.ndarray, is_anomaly: np.ndarray) -> dict[str, float]:
+    """AUROC and AUPRC of ``anomaly_score`` against 0/1 labels; precision and recall of the flags."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    true_pos = int((y_true.astype(bool) & is_anomaly.astype(bool)).sum())
+    out: dict[str, float] = {"anomalies": int(y_true.sum())}
+    if 0 < y_true.sum() < len(y_true):
+        out["auroc"] = float(roc_auc_score(y_true, anomaly_score))
+        out["auprc"] = float(average_precision_score(y_true, anomaly_score))
+    if is_anomaly.sum():
+        out["precision"] = true_pos / int(is_anomaly.sum())
+    if y_true.sum():
+        out["recall"] = true_pos / int(y_true.sum())
+    return out

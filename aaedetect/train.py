@@ -1,0 +1,168 @@
+"""The AAE training loop: a reconstruction+adversarial (generator) step and a discriminator step
+per batch, validation on held-out rows, early stopping, and recovery from diverging losses.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import Options
+from .errors import TrainingError
+from .model import AAE, FeatureEncoder
+
+logger = logging.getLogger("aaedetect")
+
+#: Early stopping counts an epoch as better only if it lowers the validation loss by this share.
+MIN_RELATIVE_IMPROVEMENT = 1e-3
+#: How often training may fall back to its best state with a halved learning rate after a NaN.
+MAX_RECOVERIES = 3
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class TrainResult:
+    """What happened in training, for the manifest and ``aaedetect info``."""
+
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    recoveries: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error."""
+    from .errors import OptionError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available to torch on this machine")
+    return torch.device(name)
+
+
+def reconstruction_loss(features: FeatureEncoder, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the mean per-column error (the same errors the score sums)."""
+    return features.column_errors(x, out).mean()
+
+
+@torch.no_grad()
+def validation_loss(aae: AAE, features: FeatureEncoder, x_val: torch.Tensor, batch_size: int = 8192) -> float:
+    """Reconstruction loss of held-out rows, deterministic (eval mode, z = mu)."""
+    aae.eval()
+    total = 0.0
+    for start in range(0, len(x_val), batch_size):
+        xb = x_val[start:start + batch_size]
+        mu, _ = aae.encoder(xb)
+        total += features.column_errors(xb, aae.decoder(mu)).mean(1).sum().item()
+    return total / len(x_val)
+
+
+def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: torch.Tensor,
+              opts: Options, progress: Progress | None = None) -> TrainResult:
+    """Train ``aae`` in place on encoded rows; leaves it holding the best validation state.
+
+    The caller seeds torch (``torch.manual_seed``) for reproducible runs.
+    """
+    device = x_train.device
+    lam = opts.adv_weight
+    lr, disc_lr = opts.lr, opts.disc_lr
+    ae_params = list(aae.encoder.parameters()) + list(aae.decoder.parameters())
+    opt_ae = torch.optim.Adam(ae_params, lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(aae.discriminator.parameters(), lr=disc_lr, betas=(0.5, 0.999))
+    # BatchNorm cannot train on a batch of one row: drop such a last batch.
+    n = len(x_train)
+    batch_size = min(opts.batch_size, n)
+    result = TrainResult()
+    best_state = copy.deepcopy(aae.state_dict())
+    stale = 0
+    started = time.perf_counter()
+    epoch = 0
+    while epoch < opts.max_epochs:
+        epoch += 1
+        aae.train()
+        order = torch.randperm(n).to(device)
+        sums = {"recon": 0.0, "adv": 0.0, "disc": 0.0}
+        steps = 0
+        diverged = False
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:
+                continue
+            xb = x_train[idx]  # (B, D)
+
+            # 1. generator step: reconstruct, and fool the discriminator with the sampled code
+            mu, logvar = aae.encoder(xb)
+            z = aae.encoder.reparameterize(mu, logvar)  # (B, L)
+            recon = reconstruction_loss(features, xb, aae.decoder(z))
+            fooled = F.binary_cross_entropy_with_logits(aae.discriminator(z), torch.ones(len(xb), device=device))
+            loss_g = (1.0 - lam) * recon + lam * fooled
+            opt_ae.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_ae.step()
+
+            # 2. discriminator step: prior samples are "real", encoded codes are "fake"
+            z_real = aae.prior.sample(len(xb)).to(device)
+            d_real = aae.discriminator(z_real)
+            d_fake = aae.discriminator(z.detach())
+            loss_d = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
+                diverged = True
+                break
+            sums["recon"] += recon.item()
+            sums["adv"] += fooled.item()
+            sums["disc"] += loss_d.item()
+            steps += 1
+
+        val = math.nan if diverged else validation_loss(aae, features, x_val)
+        if diverged or not math.isfinite(val):
+            # Adversarial training can blow up: go back to the best state with smaller steps.
+            result.recoveries += 1
+            if result.recoveries > MAX_RECOVERIES:
+                raise TrainingError(f"training diverged (non-finite loss) {result.recoveries} times, "
+                                    f"last at epoch {epoch}, even with the learning rate lowered to "
+                                    f"{lr:.2g}; try a smaller --lr or --adv-weight")
+            lr, disc_lr = lr / 2, disc_lr / 2
+            logger.warning("epoch %d: non-finite loss; restarting from epoch %d with learning rate %.2g",
+                           epoch, result.best_epoch, lr)
+            aae.load_state_dict(best_state)
+            for opt, rate in ((opt_ae, lr), (opt_d, disc_lr)):
+                opt.state.clear()
+                for group in opt.param_groups:
+                    group["lr"] = rate
+            continue
+
+        record = {"epoch": epoch, "val_loss": val, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        result.history.append(record)
+        result.epochs_run = epoch
+        if val < result.best_val_loss * (1 - MIN_RELATIVE_IMPROVEMENT) or result.best_epoch == 0:
+            result.best_val_loss, result.best_epoch, stale = val, epoch, 0
+            best_state = copy.deepcopy(aae.state_dict())
+        else:
+            stale += 1
+        if progress is not None:
+            progress(epoch, opts.max_epochs, record)
+        if stale >= opts.patience:
+            result.stopped_early = True
+            break
+
+    aae.load_state_dict(best_state)
+    aae.eval()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,1 @@
+"""The ``aaedetect`` command-line interface (installed as the package ``aaedetect_cli``)."""

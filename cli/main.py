@@ -1,0 +1,308 @@
+"""The ``aaedetect`` command: parse options, call the library, print. Nothing else lives here.
+
+Errors: the library raises ``AAEDetectError`` subclasses; :class:`Group` turns each into one
+``error: ...`` line on stderr and the exit code of its class (README, "Exit codes").
+torch is imported only by commands that train, so ``aaedetect score`` starts fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from aaedetect._version import __version__
+from aaedetect.config import DEVICES, defaults
+from aaedetect.errors import EXIT_CODES, AAEDetectError
+
+D = defaults()
+logger = logging.getLogger("aaedetect")
+
+
+class Group(click.Group):
+    """A click group whose errors are one ``error:`` line (a traceback only with --debug)."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        debug = "--debug" in sys.argv[1:]
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except AAEDetectError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            # The reader of our stdout went away (e.g. `| head`): not an error of ours.
+            sys.stderr.close()
+            sys.exit(1)
+        except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       f"(run again with --debug for the traceback, and please report it)", err=True)
+            sys.exit(1)
+        sys.exit(rv or 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record):
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        return prefix + record.getMessage()
+
+
+def common(func):
+    """Options every command takes."""
+    func = click.option("--debug", is_flag=True, help="Show a traceback when something fails.")(func)
+    func = click.option("-q", "--quiet", is_flag=True,
+                        help="No progress and no summary; warnings and errors only.")(func)
+    return func
+
+
+def _exit_code_help() -> str:
+    return "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+@click.group(cls=Group, epilog=_exit_code_help(),
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="aaedetect")
+def main():
+    """Find anomalies in tables with an Adversarial Autoencoder.
+
+    Train on normal rows with 'fit', then flag unusual rows with 'score'. Tables are CSV (also
+    gzipped, or '-' for stdin) or Parquet.
+    """
+
+
+def _default(name: str) -> str:
+    value = D[name]
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+@main.command(epilog="Example: aaedetect fit datasets/demo/telemetry_train.csv -o demo-model")
+@click.argument("data", metavar="DATA")
+@click.option("-o", "--output", "model_dir", required=True, metavar="MODEL_DIR",
+              help="Model directory to write (created atomically).")
+@click.option("--force", is_flag=True, help="Replace a model already at MODEL_DIR.")
+@click.option("--exclude", multiple=True, metavar="COL",
+              help="Leave column COL out (ids, labels, timestamps). Repeatable.")
+@click.option("--categorical", multiple=True, metavar="COL",
+              help="Treat column COL as categories even if it holds numbers. Repeatable.")
+@click.option("--prior", default=None, metavar="NAME",
+              help=f"Latent prior: gaussian, uniform or mixture:K.  [default: {_default('prior')}]")
+@click.option("--epochs", "max_epochs", type=int, default=None,
+              help=f"Most training epochs (early stopping may end sooner).  [default: {_default('max_epochs')}]")
+@click.option("--patience", type=int, default=None,
+              help=f"Stop after this many epochs without validation improvement.  [default: {_default('patience')}]")
+@click.option("--batch-size", type=int, default=None, help=f"Rows per step.  [default: {_default('batch_size')}]")
+@click.option("--lr", type=float, default=None,
+              help=f"Learning rate of encoder and decoder.  [default: {_default('lr')}]")
+@click.option("--disc-lr", type=float, default=None,
+              help=f"Learning rate of the discriminator.  [default: {_default('disc_lr')}]")
+@click.option("--adv-weight", type=float, default=None,
+              help=f"Weight of the adversarial term against reconstruction, in [0, 1).  [default: {_default('adv_weight')}]")
+@click.option("--latent-dim", default=None, metavar="N|auto",
+              help=f"Size of the latent code.  [default: {_default('latent_dim')}]")
+@click.option("--hidden-dims", default=None, metavar="H1,H2|auto",
+              help=f"Widths of the two hidden layers.  [default: {_default('hidden_dims')}]")
+@click.option("--dropout", type=float, default=None, help=f"Dropout rate.  [default: {_default('dropout')}]")
+@click.option("--validation-fraction", type=float, default=None,
+              help=f"Share of rows held out for early stopping and calibration.  [default: {_default('validation_fraction')}]")
+@click.option("--fpr", type=float, default=None,
+              help=f"Target false-positive rate on held-out normal rows; sets the threshold.  [default: {_default('fpr')}]")
+@click.option("--latent-signal", type=click.Choice(["density", "discriminator"]), default=None,
+              help="Latent part of the score: 'density' is -log q(z), the code's density under the "
+                   "encoded data (prior density corrected by the discriminator); 'discriminator' "
+                   f"is -log D(z).  [default: {_default('latent_signal')}]")
+@click.option("--latent-weight", type=float, default=None,
+              help=f"Weight of latent_score in anomaly_score (the rest is recon_score).  [default: {_default('latent_weight')}]")
+@click.option("--max-categories", type=int, default=None,
+              help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
+@click.option("--seed", "random_state", type=int, default=0, show_default=True,
+              help="Random seed: the same data, options and seed give the same model on CPU.")
+@click.option("--device", type=click.Choice(DEVICES), default=None,
+              help=f"Where to train.  [default: {_default('device')}: CUDA when available]")
+@click.option("--sep", default=",", show_default=True, help="CSV field separator.")
+@common
+def fit(data, model_dir, force, sep, quiet, debug, **options):
+    """Train a model on the normal rows in DATA and write it to MODEL_DIR.
+
+    String columns become categories; constant and identifier-like columns are left out with a
+    warning; missing values are allowed. A random slice of rows (see --validation-fraction) is held
+    out to stop training and to calibrate the scores.
+    """
+    from aaedetect.pipeline import fit_file
+
+    _setup_logging(quiet)
+    options = {k: v for k, v in options.items() if v not in (None, ())}
+    for name in ("latent_dim",):
+        if name in options and options[name] != "auto":
+            options[name] = _parse_int(options[name], "--latent-dim")
+    if "hidden_dims" in options and options["hidden_dims"] != "auto":
+        options["hidden_dims"] = tuple(_parse_int(h, "--hidden-dims") for h in options["hidden_dims"].split(","))
+    show = not quiet and sys.stderr.isatty()
+    with _EpochBar(show) as bar:
+        summary = fit_file(data, model_dir, options, force=force, sep=sep, progress=bar.update)
+    if not quiet:
+        m = summary.manifest
+        t = m["training"]
+        pre = m["preprocessing"]
+        click.echo(
+            f"trained on {t['rows']:,} rows ({t['validation_rows']:,} held out), "
+            f"{len(pre['numeric'])} numeric and {len(pre['categorical'])} categorical columns, "
+            f"{t['epochs_run']} epochs (best {t['best_epoch']}) in {summary.seconds:.1f}s on {t['device']}; "
+            f"threshold {m['threshold']:.3f} at fpr {m['options']['fpr']}; model in {summary.model_dir}",
+            err=True)
+
+
+def _parse_int(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an integer", param_hint=option) from None
+
+
+class _EpochBar:
+    """Epoch progress on stderr, only when stderr is a terminal."""
+
+    def __init__(self, show: bool):
+        self.show = show
+        self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def update(self, epoch: int, max_epochs: int, record: dict) -> None:
+        if not self.show:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(length=max_epochs, label="training", file=sys.stderr,
+                                          show_pos=True, item_show_func=lambda r: r)
+            self._bar.__enter__()
+        self._bar.update(1, f"val loss {record['val_loss']:.4f}")
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+@main.command(epilog="Example: aaedetect score datasets/demo/telemetry_test.csv -m demo-model -o scored.csv")
+@click.argument("data", metavar="DATA")
+@click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory from 'fit'.")
+@click.option("-o", "--output", default="-", show_default=True, metavar="OUT",
+              help="Where to write: a .csv, .csv.gz or .parquet file, or '-' for CSV on stdout.")
+@click.option("--label", default=None, metavar="COL",
+              help="Column of true 0/1 labels: also report AUROC, AUPRC, precision and recall.")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Rows read and scored at a time (bounds memory).")
+@click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
+@common
+def score(data, model_dir, output, label, chunk_rows, sep, quiet, debug):
+    """Score every row of DATA with the model in MODEL_DIR.
+
+    The output holds every input column, in order and untouched, plus anomaly_score (higher = more
+    anomalous), recon_score, latent_score and is_anomaly (1 when anomaly_score is above the
+    model's threshold). Columns the model does not know pass through.
+    """
+    from aaedetect.engine import load_scorer
+    from aaedetect.pipeline import score_file
+
+    _setup_logging(quiet)
+    scorer = load_scorer(model_dir)
+    show = not quiet and sys.stderr.isatty()
+
+    def progress(rows: int) -> None:
+        if show:
+            click.echo(f"\rscored {rows:,} rows", err=True, nl=False)
+
+    summary = score_file(data, scorer, output, sep=sep, chunk_rows=chunk_rows, label=label, progress=progress)
+    if show:
+        click.echo("", err=True)
+    if not quiet:
+        share = summary.flagged / summary.rows if summary.rows else 0.0
+        click.echo(f"scored {summary.rows:,} rows in {summary.seconds:.2f}s: {summary.flagged:,} flagged "
+                   f"as anomalies ({share:.1%}); output: {summary.output}", err=True)
+        if summary.metrics:
+            parts = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.metrics.items()]
+            click.echo(f"against column {label!r}: " + ", ".join(parts), err=True)
+
+
+@main.command()
+@click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@common
+def info(model_dir, as_json, quiet, debug):
+    """Show what a model expects and how it was trained."""
+    import json
+
+    from aaedetect.artifacts import ModelDir
+
+    _setup_logging(quiet)
+    manifest = ModelDir(model_dir).manifest
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    click.echo(describe(manifest))
+
+
+def describe(m: dict) -> str:
+    """A human summary of a manifest."""
+    pre, t, o = m["preprocessing"], m["training"], m["options"]
+    lines = [
+        f"aaedetect model (format {m['format_version']}, written by aaedetect {m['package_version']} "
+        f"on {m.get('created', '?')})",
+        f"input columns the model uses ({len(pre['numeric']) + len(pre['categorical'])}):",
+    ]
+    for c in pre["numeric"]:
+        extra = ", may be missing" if c["indicator"] else ""
+        lines.append(f"  {c['name']:<24} numeric (median {c['center']:.4g}, scale {c['scale']:.4g}{extra})")
+    for c in pre["categorical"]:
+        shown = ", ".join(c["categories"][:5]) + (", ..." if len(c["categories"]) > 5 else "")
+        lines.append(f"  {c['name']:<24} categorical, {len(c['categories'])} categories ({shown})")
+    for d in pre["dropped"]:
+        lines.append(f"  {d['column']:<24} left out: {d['reason']}")
+    if o["exclude"]:
+        lines.append(f"  excluded by option: {', '.join(o['exclude'])}")
+    lines += [
+        f"network: {m['network']}",
+        f"training: {t['rows']:,} rows, {t['validation_rows']:,} held out; {t['epochs_run']} epochs, "
+        f"best {t['best_epoch']} (val loss {t['best_val_loss']:.4g}); {t['seconds']}s on {t['device']}; "
+        f"seed {m['seed']}",
+        f"options: prior {o['prior']}, adv weight {o['adv_weight']}, latent weight {o['latent_weight']}, "
+        f"lr {o['lr']}, batch {o['batch_size']}",
+        f"threshold: {m['threshold']:.4f} (anomaly_score above it is flagged; fpr {o['fpr']} on held-out rows)",
+        f"files: {', '.join(m['files'])}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
