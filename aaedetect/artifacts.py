@@ -138,7 +138,9 @@ def _fsync_dir(path: Path) -> None:
 class ModelDir:
     """A model directory whose manifest has been read and checked; files are verified on read."""
 
-    def __init__(self, path: str | os.PathLike, *, verify_all: bool = True):
+    def __init__(self, path: str | os.PathLike, *, verify_all: bool = True, ignore: tuple[str, ...] = ()):
+        """Read and check the manifest; with ``verify_all``, check every listed file but those in
+        ``ignore`` (files about to be replaced, such as a damaged ``model.onnx`` being re-exported)."""
         self.path = Path(path)
         if not self.path.exists():
             raise PathError(f"{self.path}: no such model directory")
@@ -147,7 +149,8 @@ class ModelDir:
         self.manifest = _read_manifest(self.path)
         if verify_all:
             for name in self.manifest["files"]:
-                self.read(name)
+                if name not in ignore:
+                    self.read(name)
 
     def read(self, name: str) -> bytes:
         """The bytes of ``name``, checked against the manifest's size and sha256."""

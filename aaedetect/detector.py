@@ -29,7 +29,7 @@ from .model import AAE, FeatureEncoder, NetConfig, ScoringGraph, size_network
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .scoring import FrameScorer, fit_calibration, threshold_for_fpr
-from .train import TrainResult, resolve_device, train_aae
+from .train import TrainResult, cpu_threads_for, resolve_device, train_aae
 
 logger = logging.getLogger("aaedetect")
 
@@ -40,6 +40,7 @@ MIN_TRAIN_ROWS = 16
 #: Rows per forward pass when scoring with torch.
 SCORE_BATCH_ROWS = 65_536
 WEIGHTS = "weights.npz"
+ONNX_FILE = "model.onnx"
 
 _D = defaults()
 
@@ -124,7 +125,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                         "device %s", len(train_idx), n_val, features.n_columns, cfg.n_inputs,
                         cfg.to_dict(), device)
             index = torch.from_numpy(train_idx).to(device), torch.from_numpy(val_idx).to(device)
-            result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
+            with cpu_threads_for(aae, device):
+                result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
 
         graph = ScoringGraph(features, aae, opts.latent_signal).eval()
         recon_raw, latent_raw = _raw_parts(graph, numeric[val_idx], categorical[val_idx], device)
@@ -224,10 +226,33 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             },
         }
 
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> None:
-        """Write the model directory ``path`` atomically (``force``: replace a model already there)."""
+    def save(self, path: str | os.PathLike, *, force: bool = False, onnx: bool = True,
+             opset: int | None = None) -> None:
+        """Write the model directory ``path`` atomically.
+
+        ``force``: replace a model already there. ``onnx``: also write ``model.onnx``, the whole
+        scoring graph for onnxruntime (checked against torch before anything is written).
+        """
         self._check_fitted()
-        artifacts.write_model_dir(path, self.manifest(), {WEIGHTS: self._weights_bytes()}, force=force)
+        manifest = self.manifest()
+        files = {WEIGHTS: self._weights_bytes()}
+        if onnx:
+            files[ONNX_FILE], manifest["onnx"] = self.export_onnx(opset=opset)
+        artifacts.write_model_dir(path, manifest, files, force=force)
+
+    def export_onnx(self, *, opset: int | None = None) -> tuple[bytes, dict[str, Any]]:
+        """(ONNX model bytes, its manifest entry): exported, checked, and verified against torch."""
+        from .export import DEFAULT_OPSET, check_parity, export_onnx, input_names, probe_rows
+        from .runtime import OUTPUTS
+
+        self._check_fitted()
+        opset = opset or DEFAULT_OPSET
+        graph = self.graph_
+        data = export_onnx(graph, opset=opset)
+        error = check_parity(graph, data, *probe_rows(self.preprocessor_))
+        entry = {"file": ONNX_FILE, "opset": opset, "inputs": input_names(graph), "outputs": list(OUTPUTS),
+                 "parity_error": error}
+        return data, entry
 
     def _weights_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -236,9 +261,13 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         return buffer.getvalue()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | None = None) -> "AAEDetector":
-        """Rebuild a fitted detector from a model directory; nothing in it is unpickled or executed."""
-        model_dir = artifacts.ModelDir(path)
+    def load(cls, path: str | os.PathLike, *, device: str | None = None,
+             ignore: tuple[str, ...] = ()) -> "AAEDetector":
+        """Rebuild a fitted detector from a model directory; nothing in it is unpickled or executed.
+
+        Every file's checksum is verified, except for the files named in ``ignore``.
+        """
+        model_dir = artifacts.ModelDir(path, ignore=ignore)
         m = model_dir.manifest
         where = f"{model_dir.path / artifacts.MANIFEST}"
         try:

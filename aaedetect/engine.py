@@ -1,14 +1,28 @@
-"""Pick the scoring engine for a model directory."""
+"""Pick the scoring engine for a model directory: onnxruntime (default, no torch) or torch."""
 
 from __future__ import annotations
 
 import os
 
+from .errors import OptionError
 from .scoring import FrameScorer
 
+ENGINES = ("onnx", "torch")
 
-def load_scorer(model_dir: str | os.PathLike, *, engine: str = "torch", device: str = "auto") -> FrameScorer:
-    """A table scorer for ``model_dir``: the torch model (``engine="torch"``)."""
-    from .detector import load
 
-    return load(model_dir, device=device)
+def load_scorer(model_dir: str | os.PathLike, *, engine: str = "onnx", device: str = "auto",
+                batch_rows: int | None = None) -> FrameScorer:
+    """A table scorer for ``model_dir``.
+
+    ``engine="onnx"``: :class:`aaedetect.runtime.OnnxScorer`, onnxruntime only (torch is never
+    imported). ``engine="torch"``: the fitted :class:`aaedetect.AAEDetector`.
+    """
+    if engine == "onnx":
+        from .runtime import DEFAULT_BATCH_ROWS, OnnxScorer
+
+        return OnnxScorer(model_dir, device=device, batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
+    if engine == "torch":
+        from .detector import load
+
+        return load(model_dir, device=device)
+    raise OptionError(f"engine {engine!r}: must be one of {', '.join(ENGINES)}")

@@ -240,6 +240,11 @@ class AtomicOutput:
                 df.to_csv(self._fh, index=False, header=False)
         self.rows += len(df)
 
+    def write_bytes(self, data: bytes) -> None:
+        """Raw bytes as the whole output (for files that are not tables, such as an ONNX graph)."""
+        with open(self._tmp, "wb") as fh:
+            fh.write(data)
+
     def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -18,10 +18,10 @@ from .preprocess import TabularPreprocessor
 from .priors import Prior
 
 LOGVAR_RANGE = (-10.0, 4.0)
-#: Added to the raw score parts before the log in calibration: keeps log() finite at zero.
-CALIBRATION_EPS = 1e-6
-#: Stand-in for +-inf before soft clipping, so that infinite inputs still give finite scores.
-_HUGE = 1e300
+#: What +-inf inputs become after soft clipping (any finite double maps below ~715), so that
+#: infinite inputs still give finite scores. Clamped in float32: a float64 constant of 1e300 would
+#: not survive the ONNX export (it is stored as float32, i.e. as inf).
+_INF_AS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,11 @@ class FeatureEncoder(nn.Module):
         if self.n_num:
             missing = torch.isnan(num)  # (B, n_num)
             z = (num - self.center) / self.scale
-            z = torch.where(missing, torch.zeros_like(z), z).clamp(-_HUGE, _HUGE)
+            z = torch.where(missing, torch.zeros_like(z), z)
             over = (z.abs() - self.clip).clamp(min=0.0)
             z = torch.where(over > 0, torch.sign(z) * (self.clip + torch.log1p(over)), z)
-            parts.append(z.float())
+            # Only +-inf inputs are still infinite here (log1p of the largest double is ~710).
+            parts.append(z.float().clamp(-_INF_AS, _INF_AS))
             if self.n_ind:
                 parts.append(missing[:, self.ind_cols].float())
         for j, width in enumerate(self.widths):
@@ -210,9 +211,10 @@ class ScoringGraph(nn.Module):
       samples from codes has logit(mu) = log p(mu) - log q(mu) at its optimum, so
       -log q(mu) = -log p(mu) + logit(mu).
       ``discriminator``: -log D(mu), the discriminator's verdict alone.
-    - calibration: each part becomes a robust z-score fitted on held-out normal rows, of
-      ``log(raw + eps)`` for parts that are positive and skewed (recon, -log D), of ``raw`` for a
-      log-density; ``anomaly_score = (1 - w) * recon_score + w * latent_score``.
+    - calibration (``aaedetect.scoring.fit_calibration``): each part becomes a robust z-score
+      fitted on held-out normal rows, of ``log(raw + offset)`` for parts that are positive and
+      skewed (recon, -log D), of ``raw`` for a log-density;
+      ``anomaly_score = (1 - w) * recon_score + w * latent_score``.
     """
 
     def __init__(self, features: FeatureEncoder, aae: AAE, latent_signal: str = "density",
@@ -227,8 +229,8 @@ class ScoringGraph(nn.Module):
         self.recon_log = bool(cal["recon"]["log"])
         self.latent_log = bool(cal["latent"]["log"])
         for part in ("recon", "latent"):
-            self.register_buffer(f"{part}_center", torch.tensor(float(cal[part]["center"])))
-            self.register_buffer(f"{part}_scale", torch.tensor(float(cal[part]["scale"])))
+            for key in ("center", "scale", "offset"):
+                self.register_buffer(f"{part}_{key}", torch.tensor(float(cal[part][key])))
         self.register_buffer("latent_weight", torch.tensor(float(cal["latent_weight"])))
 
     def raw_parts(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -246,9 +248,9 @@ class ScoringGraph(nn.Module):
     def forward(self, num: torch.Tensor, cat: torch.Tensor):
         recon_raw, latent_raw, errors = self.raw_parts(num, cat)
         if self.recon_log:
-            recon_raw = torch.log(recon_raw + CALIBRATION_EPS)
+            recon_raw = torch.log(recon_raw + self.recon_offset)
         if self.latent_log:
-            latent_raw = torch.log(latent_raw + CALIBRATION_EPS)
+            latent_raw = torch.log(latent_raw + self.latent_offset)
         recon = (recon_raw - self.recon_center) / self.recon_scale
         latent = (latent_raw - self.latent_center) / self.latent_scale
         anomaly = (1.0 - self.latent_weight) * recon + self.latent_weight * latent
@@ -257,6 +259,6 @@ class ScoringGraph(nn.Module):
 
 def identity_calibration(latent_signal: str) -> dict[str, Any]:
     """Calibration that leaves the (possibly logged) raw parts as they are."""
-    return {"recon": {"center": 0.0, "scale": 1.0, "log": True},
-            "latent": {"center": 0.0, "scale": 1.0, "log": latent_signal == "discriminator"},
+    return {"recon": {"center": 0.0, "scale": 1.0, "log": True, "offset": 1e-6},
+            "latent": {"center": 0.0, "scale": 1.0, "log": latent_signal == "discriminator", "offset": 1e-6},
             "latent_weight": 0.5}

@@ -54,6 +54,33 @@ def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dic
     return FitSummary(len(df), str(model_dir), time.perf_counter() - started, detector.manifest())
 
 
+def export_file(model_dir: str | os.PathLike, output: str | os.PathLike | None = None, *,
+                opset: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Re-export ``model_dir``'s scoring graph from its weights.
+
+    To ``output`` if given (written atomically), else as the model directory's own ``model.onnx``
+    (the directory is rewritten atomically, with the manifest's checksums updated).
+    Returns (path written, the ONNX manifest entry).
+    """
+    from .artifacts import ModelDir, write_model_dir
+    from .detector import ONNX_FILE, AAEDetector
+
+    # The graph being replaced may be missing or damaged: export is also how to repair it.
+    detector = AAEDetector.load(model_dir, device="cpu", ignore=(ONNX_FILE,))
+    data, entry = detector.export_onnx(opset=opset)
+    if output is not None:
+        with AtomicOutput(output) as out:
+            out.write_bytes(data)
+        return str(output), entry
+    current = ModelDir(model_dir, ignore=(ONNX_FILE,))
+    files = {name: current.read(name) for name in current.manifest["files"] if name != ONNX_FILE}
+    files[ONNX_FILE] = data
+    manifest = {k: v for k, v in current.manifest.items() if k != "files"}
+    manifest["onnx"] = entry
+    write_model_dir(model_dir, manifest, files, force=True)
+    return str(current.path / ONNX_FILE), entry
+
+
 @dataclass
 class ScoreSummary:
     rows: int = 0
@@ -63,13 +90,15 @@ class ScoreSummary:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def score_file(data: str | os.PathLike, scorer: FrameScorer, output: str | os.PathLike = "-", *,
-               sep: str = ",", chunk_rows: int = DEFAULT_CHUNK_ROWS, label: str | None = None,
-               progress: Callable[[int], None] | None = None) -> ScoreSummary:
+def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], FrameScorer],
+               output: str | os.PathLike = "-", *, sep: str = ",", chunk_rows: int = DEFAULT_CHUNK_ROWS,
+               label: str | None = None, progress: Callable[[int], None] | None = None) -> ScoreSummary:
     """Score the table at ``data`` chunk by chunk into ``output`` (CSV, or Parquet by extension).
 
-    The output appears only when every row has been scored. ``label``: a column of true 0/1
-    labels; the summary then holds AUROC, AUPRC, precision and recall.
+    ``scorer``: a scorer, or a function that makes one (called once input and output are known
+    to be usable, so that a bad path fails before a model is loaded). The output appears only when
+    every row has been scored. ``label``: a column of true 0/1 labels; the summary then holds
+    AUROC, AUPRC, precision and recall.
     """
     started = time.perf_counter()
     summary = ScoreSummary()
@@ -77,6 +106,8 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer, output: str | os.Pa
     scores: list[np.ndarray] = []
     flags: list[np.ndarray] = []
     with TableSource(data, sep=sep) as source, AtomicOutput(output) as out:
+        if not isinstance(scorer, FrameScorer):
+            scorer = scorer()
         summary.output = out.name
         columns = None
         for chunk, first_line in source.chunks(as_text=True, chunk_rows=chunk_rows):

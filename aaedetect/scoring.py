@@ -15,7 +15,10 @@ from .preprocess import TabularPreprocessor
 SCORE_COLUMNS = ("anomaly_score", "recon_score", "latent_score", "is_anomaly")
 #: Floor for a calibration scale (in log units): keeps a near-constant part from blowing up.
 MIN_LOG_SCALE = 0.01
-CALIBRATION_EPS = 1e-6  # must equal aaedetect.model.CALIBRATION_EPS (a test checks it)
+#: Smallest offset added before taking the log of a score part.
+CALIBRATION_EPS = 1e-6
+#: The offset is this share of the part's median on held-out normal rows.
+LOG_OFFSET_SHARE = 0.1
 
 
 def robust_location_scale(values: np.ndarray) -> tuple[float, float]:
@@ -32,14 +35,18 @@ def fit_calibration(recon_raw: np.ndarray, latent_raw: np.ndarray, *, latent_log
     Each part becomes a robust z-score, so that a typical normal row scores about 0, one unit is
     one robust standard deviation of normal rows, and the two parts share one scale. Positive,
     skewed parts (reconstruction error, -log D) are taken in log space first, where they are close
-    to symmetric; a log-density already is.
+    to symmetric; a log-density already is. The log is of ``raw + offset``, with the offset a tenth
+    of the part's median on normal rows: differences among near-perfect reconstructions are noise,
+    and without it the log would magnify them (and float32 rounding with them).
     """
     def part(raw: np.ndarray, log: bool) -> dict:
         values = np.asarray(raw, dtype=np.float64)
+        offset = 0.0
         if log:
-            values = np.log(values + CALIBRATION_EPS)
+            offset = max(LOG_OFFSET_SHARE * float(np.median(values)), CALIBRATION_EPS)
+            values = np.log(values + offset)
         center, scale = robust_location_scale(values)
-        return {"center": center, "scale": scale, "log": log}
+        return {"center": center, "scale": scale, "log": log, "offset": offset}
 
     return {"recon": part(recon_raw, True), "latent": part(latent_raw, latent_log),
             "latent_weight": float(latent_weight)}

@@ -4,6 +4,7 @@ per batch, validation on held-out rows, early stopping, and recovery from diverg
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -50,6 +51,27 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise OptionError("--device cuda: no CUDA device is available to torch on this machine")
     return torch.device(name)
+
+
+#: Networks narrower than this train on one CPU thread: their matrices are too small for
+#: threads to pay, and busy-waiting threads slow everything down when cores are shared
+#: (measured on the demo: same speed on 1 or 2 threads alone, 2.7x slower with 2 threads when
+#: two trainings share two cores).
+SINGLE_THREAD_BELOW_WIDTH = 256
+
+
+@contextlib.contextmanager
+def cpu_threads_for(aae: AAE, device: torch.device):
+    """Train small networks on one CPU thread; restore torch's setting afterwards."""
+    previous = torch.get_num_threads()
+    small = device.type == "cpu" and max(aae.cfg.hidden) < SINGLE_THREAD_BELOW_WIDTH
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(previous)
 
 
 def reconstruction_loss(features: FeatureEncoder, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,11 @@ logger = logging.getLogger("aaedetect")
 class Group(click.Group):
     """A click group whose errors are one ``error:`` line (a traceback only with --debug)."""
 
-    def main(self, *args, **kwargs):
+    def main(self, args=None, **kwargs):
         kwargs["standalone_mode"] = False
-        debug = "--debug" in sys.argv[1:]
+        debug = "--debug" in (sys.argv[1:] if args is None else args)
         try:
-            rv = super().main(*args, **kwargs)
+            rv = super().main(args, **kwargs)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.Abort:
@@ -221,11 +221,18 @@ class _EpochBar:
               help="Where to write: a .csv, .csv.gz or .parquet file, or '-' for CSV on stdout.")
 @click.option("--label", default=None, metavar="COL",
               help="Column of true 0/1 labels: also report AUROC, AUPRC, precision and recall.")
+@click.option("--engine", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
+              help="onnx: score model.onnx with onnxruntime (fast start, no torch); torch: the "
+                   "PyTorch model.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto: an NVIDIA GPU when a working one is found, else CPU.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows read and scored at a time (bounds memory).")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
+              help="Rows per onnxruntime call within a chunk.")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
 @common
-def score(data, model_dir, output, label, chunk_rows, sep, quiet, debug):
+def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, sep, quiet, debug):
     """Score every row of DATA with the model in MODEL_DIR.
 
     The output holds every input column, in order and untouched, plus anomaly_score (higher = more
@@ -236,12 +243,14 @@ def score(data, model_dir, output, label, chunk_rows, sep, quiet, debug):
     from aaedetect.pipeline import score_file
 
     _setup_logging(quiet)
-    scorer = load_scorer(model_dir)
     show = not quiet and sys.stderr.isatty()
 
     def progress(rows: int) -> None:
         if show:
             click.echo(f"\rscored {rows:,} rows", err=True, nl=False)
+
+    def scorer():
+        return load_scorer(model_dir, engine=engine, device=device, batch_rows=batch_rows)
 
     summary = score_file(data, scorer, output, sep=sep, chunk_rows=chunk_rows, label=label, progress=progress)
     if show:
@@ -253,6 +262,27 @@ def score(data, model_dir, output, label, chunk_rows, sep, quiet, debug):
         if summary.metrics:
             parts = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.metrics.items()]
             click.echo(f"against column {label!r}: " + ", ".join(parts), err=True)
+
+
+@main.command()
+@click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory.")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write the ONNX graph to FILE instead of replacing MODEL_DIR/model.onnx.")
+@click.option("--opset", type=click.IntRange(min=17), default=None,
+              help="ONNX opset version.  [default: 18]")
+@common
+def export(model_dir, output, opset, quiet, debug):
+    """Export the scoring graph of MODEL_DIR to ONNX again, from its saved weights.
+
+    The graph is checked with onnx.checker and against the torch model before it is written.
+    """
+    from aaedetect.pipeline import export_file
+
+    _setup_logging(quiet)
+    written, entry = export_file(model_dir, output, opset=opset)
+    if not quiet:
+        click.echo(f"wrote {written} (opset {entry['opset']}, inputs {', '.join(entry['inputs'])}; "
+                   f"largest difference from torch {entry['parity_error']:.1e})", err=True)
 
 
 @main.command()

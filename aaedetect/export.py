@@ -1,0 +1,144 @@
+"""torch -> ONNX for the whole scoring graph, checked with ``onnx.checker`` and against torch.
+
+The graph (contract documented in the README, "The ONNX graph"):
+
+- inputs ``numeric`` float64 (batch, n_numeric): raw values of the model's numeric columns in
+  manifest order, NaN where missing; ``categorical`` int64 (batch, n_categorical): category codes
+  from the manifest's vocabularies. An input is absent when the model has no column of its kind.
+- outputs ``anomaly_score``, ``recon_score``, ``latent_score`` float32 (batch,), and
+  ``feature_errors`` float32 (batch, n_numeric + n_categorical): each model column's
+  reconstruction error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import AAEDetectError
+from .model import ScoringGraph
+from .preprocess import TabularPreprocessor
+from .runtime import CPU, INPUT_CATEGORICAL, INPUT_NUMERIC, OUTPUTS, make_session, run_session
+
+DEFAULT_OPSET = 18
+#: Export-time check on synthetic rows (extremes included): catches a wrong graph, not rounding.
+EXPORT_CHECK_TOLERANCE = 1e-3
+
+
+class _Both(nn.Module):
+    """The graph with the inputs a model has. (Not an attribute named ``graph``: torch.fx owns it.)"""
+
+    def __init__(self, scoring: ScoringGraph):
+        super().__init__()
+        self.scoring = scoring
+
+    def forward(self, numeric, categorical):
+        return self.scoring(numeric, categorical)
+
+
+class _NumericOnly(_Both):
+    def forward(self, numeric):
+        return self.scoring(numeric, None)
+
+
+class _CategoricalOnly(_Both):
+    def forward(self, categorical):
+        return self.scoring(None, categorical)
+
+
+def input_names(graph: ScoringGraph) -> list[str]:
+    names = []
+    if graph.features.n_num:
+        names.append(INPUT_NUMERIC)
+    if graph.features.n_cat:
+        names.append(INPUT_CATEGORICAL)
+    return names
+
+
+def export_onnx(graph: ScoringGraph, *, opset: int = DEFAULT_OPSET) -> bytes:
+    """The serialized ONNX model of ``graph``, with a dynamic batch axis, checked by onnx.checker."""
+    import onnx
+
+    graph = copy.deepcopy(graph).cpu().eval()
+    names = input_names(graph)
+    entry = {(True, True): _Both, (True, False): _NumericOnly,
+             (False, True): _CategoricalOnly}[(INPUT_NUMERIC in names, INPUT_CATEGORICAL in names)](graph)
+    examples = {
+        INPUT_NUMERIC: torch.zeros(3, graph.features.n_num, dtype=torch.float64),
+        INPUT_CATEGORICAL: torch.zeros(3, graph.features.n_cat, dtype=torch.int64),
+    }
+    args = tuple(examples[n] for n in names)
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = {name: {0: batch} for name in names}
+    # The exporter reports progress with print() and warnings; a library stays quiet.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        try:
+            program = torch.onnx.export(entry, args, dynamo=True, input_names=names,
+                                        output_names=list(OUTPUTS), opset_version=opset,
+                                        dynamic_shapes=dynamic, optimize=True, verbose=False)
+        except Exception as exc:  # the exporter raises many types; all mean the same to a user
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AAEDetectError(f"ONNX export failed (opset {opset}): {type(exc).__name__}: {first}") from exc
+    proto = program.model_proto
+    proto.doc_string = "aaedetect scoring graph; contract in the aaedetect README"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def torch_outputs(graph: ScoringGraph, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
+    device = next(iter(graph.buffers())).device
+    with torch.no_grad():
+        outs = graph.eval()(torch.from_numpy(numeric).to(device), torch.from_numpy(categorical).to(device))
+    return {name: value.cpu().numpy() for name, value in zip(OUTPUTS, outs)}
+
+
+def parity_error(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
+    """The largest normwise relative error over the outputs: ``max|got - expected| / max|expected|``
+    per output (inf where one side is not finite and the other is, or where they differ in shape)."""
+    worst = 0.0
+    for name in OUTPUTS:
+        a, b = np.asarray(expected[name], np.float64), np.asarray(got[name], np.float64)
+        if a.shape != b.shape or not np.array_equal(np.isfinite(a), np.isfinite(b)):
+            return float("inf")
+        if a.size:
+            finite = np.isfinite(a)
+            scale = max(float(np.max(np.abs(a[finite]), initial=0.0)), np.finfo(np.float32).tiny)
+            worst = max(worst, float(np.max(np.abs(b[finite] - a[finite]), initial=0.0)) / scale)
+    return worst
+
+
+def check_parity(graph: ScoringGraph, onnx_bytes: bytes, numeric: np.ndarray, categorical: np.ndarray,
+                 *, tolerance: float = EXPORT_CHECK_TOLERANCE) -> float:
+    """Score the rows with torch and with onnxruntime (CPU); raise if they disagree."""
+    session = make_session(onnx_bytes, [CPU])
+    got = run_session(session, numeric, categorical)
+    error = parity_error(torch_outputs(graph, numeric, categorical), got)
+    if not error <= tolerance:
+        raise AAEDetectError(f"the exported ONNX graph disagrees with torch (relative error "
+                             f"{error:.2g} > {tolerance:g}); please report this")
+    return error
+
+
+def probe_rows(pre: TabularPreprocessor, n: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic rows that exercise the whole graph: typical values, missing values, extremes
+    (up to +-1e300 and inf) and every category code, including the unseen and missing slots."""
+    rng = np.random.default_rng(seed)
+    center = np.array([c.center for c in pre.numeric])
+    scale = np.array([c.scale for c in pre.numeric])
+    numeric = center + scale * rng.standard_normal((n, len(pre.numeric))) * rng.choice([0.5, 1, 3, 20], (n, 1))
+    if len(pre.numeric):
+        numeric[rng.random(numeric.shape) < 0.05] = np.nan
+        numeric[0] = np.inf
+        numeric[1] = -1e300
+    categorical = np.stack([rng.integers(0, c.width, n) for c in pre.categorical], axis=1) \
+        if pre.categorical else np.zeros((n, 0), dtype=np.int64)
+    return numeric.astype(np.float64), categorical.astype(np.int64)

@@ -1,0 +1,153 @@
+"""Scoring with onnxruntime alone: ``OnnxScorer(model_dir).score(df)``.
+
+This module must never import torch (a test checks it): batch jobs and Spark executors start
+fast and need no torch install. It picks the CUDA execution provider when the machine has a
+working one, else the CPU provider, and says in one log line which and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import ModelDir
+from .errors import ModelFormatError, OptionError
+from .preprocess import TabularPreprocessor
+from .scoring import FrameScorer
+
+logger = logging.getLogger("aaedetect")
+
+ONNX_FILE = "model.onnx"
+INPUT_NUMERIC = "numeric"
+INPUT_CATEGORICAL = "categorical"
+OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "feature_errors")
+#: Rows per onnxruntime call: large enough to amortise the call, small enough for any GPU.
+DEFAULT_BATCH_ROWS = 65_536
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def make_session(model: bytes | str, providers: Sequence[str], *, threads: int | None = None):
+    """An onnxruntime session with quiet logging and full graph optimisation."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: a missing GPU is reported by us, in one line
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, sess_options=options, providers=list(providers))
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA provider cannot run here, or None when it might (the session is the proof)."""
+    ort = _ort()
+    if CUDA not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return "no NVIDIA driver on this machine (libcuda.so.1 not found)"
+    # CUDA and cuDNN from pip wheels (nvidia-*-cu12) are not on the loader's path by default;
+    # onnxruntime >= 1.19 can load them from site-packages before the session needs them.
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # a partial CUDA install: the session below will tell
+            logger.debug("onnxruntime.preload_dlls failed: %s", exc)
+    return None
+
+
+def open_session(model: bytes | str, device: str = "auto", *, threads: int | None = None):
+    """(session, provider used) for ``device`` in auto|cpu|cuda; logs the choice and the reason."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise OptionError(f"device {device!r}: must be auto, cpu or cuda")
+    if device == "cpu":
+        session = make_session(model, [CPU], threads=threads)
+        logger.info("scoring with onnxruntime on CPU (--device cpu)")
+        return session, CPU
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        session = make_session(model, [CUDA, CPU], threads=threads)
+        if session.get_providers()[0] == CUDA:
+            logger.info("scoring with onnxruntime on CUDA (an NVIDIA GPU was found)")
+            return session, CUDA
+        reason = "the CUDA provider failed to start (CUDA or cuDNN libraries missing?)"
+    if device == "cuda":
+        raise OptionError(f"--device cuda: {reason}")
+    logger.info("scoring with onnxruntime on CPU: %s", reason)
+    return make_session(model, [CPU], threads=threads), CPU
+
+
+def run_session(session, numeric: np.ndarray | None, categorical: np.ndarray | None,
+                *, batch_rows: int = DEFAULT_BATCH_ROWS) -> dict[str, np.ndarray]:
+    """Run the scoring graph over all rows in batches; outputs are written in place into one
+    preallocated array each (no per-batch allocation, no concatenation)."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    arrays = {}
+    if INPUT_NUMERIC in inputs:
+        arrays[INPUT_NUMERIC] = np.ascontiguousarray(numeric, dtype=np.float64)
+    if INPUT_CATEGORICAL in inputs:
+        arrays[INPUT_CATEGORICAL] = np.ascontiguousarray(categorical, dtype=np.int64)
+    n = len(next(iter(arrays.values())))
+    widths = {o.name: o.shape[1] for o in session.get_outputs() if len(o.shape) == 2}
+    results = {name: np.empty((n, widths[name]) if name in widths else (n,), dtype=np.float32)
+               for name in OUTPUTS}
+    if n == 0:
+        return results
+    binding = session.io_binding()
+    for start in range(0, n, batch_rows):
+        stop = min(n, start + batch_rows)
+        for name, array in arrays.items():
+            binding.bind_cpu_input(name, array[start:stop])
+        for name, out in results.items():
+            part = out[start:stop]
+            binding.bind_output(name, "cpu", 0, np.float32, list(part.shape), part.ctypes.data)
+        session.run_with_iobinding(binding)
+    return results
+
+
+class OnnxScorer(FrameScorer):
+    """Score tables with a model directory's ``model.onnx`` on onnxruntime (no torch).
+
+    Parameters
+    ----------
+    model_dir : path of a model directory written by ``aaedetect fit``.
+    device : ``"auto"`` (CUDA when a working NVIDIA GPU is found, else CPU), ``"cpu"`` or ``"cuda"``.
+    batch_rows : rows per onnxruntime call.
+    threads : onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", *,
+                 batch_rows: int = DEFAULT_BATCH_ROWS, threads: int | None = None):
+        self.model_dir = ModelDir(model_dir)
+        manifest = self.model_dir.manifest
+        if ONNX_FILE not in manifest["files"]:
+            raise ModelFormatError(f"{self.model_dir.path}: has no {ONNX_FILE}; write one with "
+                                   f"'aaedetect export -m {self.model_dir.path}'")
+        try:
+            self.preprocessor = TabularPreprocessor.from_dict(manifest["preprocessing"])
+            self.threshold = float(manifest["threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{self.model_dir.path / 'manifest.json'}: malformed manifest "
+                                   f"({type(exc).__name__}: {exc})") from None
+        self.batch_rows = int(batch_rows)
+        self.session, self.provider = open_session(self.model_dir.read(ONNX_FILE), device, threads=threads)
+
+    def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
+        return run_session(self.session, numeric, categorical, batch_rows=self.batch_rows)
+
+    def score(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
+        """``df`` with ``anomaly_score, recon_score, latent_score, is_anomaly`` appended."""
+        return self.score_frame(df, source=source, first_line=None)
