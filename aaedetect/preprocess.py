@@ -198,7 +198,7 @@ class TabularPreprocessor:
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, col in enumerate(self.categorical):
             text = _category_text(df[col.name], col.canonical_numbers)
-            found = pd.Categorical(text, categories=col.categories).codes.astype(np.int64)
+            found = pd.Index(col.categories, dtype=object).get_indexer(text).astype(np.int64)
             is_missing = text.isna().to_numpy()
             unseen = (found < 0) & ~is_missing
             found[found < 0] = col.other_code

@@ -1,0 +1,59 @@
+"""Shared fixtures: small tables and one small fitted model per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "datasets" / "demo"
+#: Few epochs: these fixtures test plumbing, not detection quality.
+FAST = dict(max_epochs=4, batch_size=64, random_state=0)
+
+
+def make_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Mixed numeric/categorical rows with a correlation, some missing values and an id column."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(10, 2, n)
+    kind = rng.choice(["red", "green", "blue"], n, p=[0.5, 0.3, 0.2])
+    b = 3 * a + np.where(kind == "red", 5, -5) + rng.normal(0, 0.5, n)
+    c = rng.exponential(1.0, n)
+    c[rng.random(n) < 0.1] = np.nan
+    return pd.DataFrame({
+        "id": [f"row-{i}" for i in range(n)],
+        "a": a.round(4), "b": b.round(4), "c": c.round(4),
+        "kind": kind,
+        "code": rng.choice([1, 2, 3], n),
+        "const": 7.0,
+    })
+
+
+@pytest.fixture(scope="session")
+def table() -> pd.DataFrame:
+    return make_table()
+
+
+@pytest.fixture(scope="session")
+def fitted(table):
+    """One small fitted detector (treat as read-only)."""
+    from aaedetect import AAEDetector
+
+    return AAEDetector(**FAST).fit(table)
+
+
+@pytest.fixture(scope="session")
+def model_dir(fitted, tmp_path_factory) -> Path:
+    """The small fitted model saved to a directory (treat as read-only)."""
+    path = tmp_path_factory.mktemp("models") / "model"
+    fitted.save(path)
+    return path
+
+
+@pytest.fixture
+def csv_file(table, tmp_path) -> Path:
+    path = tmp_path / "data.csv"
+    table.to_csv(path, index=False)
+    return path

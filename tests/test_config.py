@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from aaedetect.config import Options, defaults
+from aaedetect.errors import OptionError
+
+
+def test_defaults_are_valid_and_round_trip():
+    opts = Options()
+    assert Options.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+    assert defaults()["prior"] == "gaussian"
+
+
+@pytest.mark.parametrize("name,value", [
+    ("prior", "cauchy"), ("prior", "mixture:1"), ("prior", "mixture:999"), ("max_epochs", 0),
+    ("batch_size", 2.5), ("lr", 0.0), ("lr", float("nan")), ("fpr", 1.0), ("fpr", 0),
+    ("latent_weight", 1.5), ("adv_weight", 1.0), ("dropout", -0.1), ("device", "tpu"),
+    ("validation_fraction", 0.9), ("hidden_dims", (16,)), ("hidden_dims", (16, -2)),
+    ("latent_dim", 0), ("latent_dim", "big"), ("random_state", -1), ("max_categories", 0),
+    ("latent_signal", "magic"), ("max_epochs", True),
+])
+def test_bad_values_are_refused_with_the_option_named(name, value):
+    with pytest.raises(OptionError, match=name):
+        Options(**{name: value})
+
+
+def test_list_like_options_are_normalised():
+    opts = Options(categorical=["a", "b"], exclude="c", hidden_dims=[32, 16])
+    assert opts.categorical == ("a", "b") and opts.exclude == ("c",) and opts.hidden_dims == (32, 16)
+
+
+def test_column_both_categorical_and_excluded():
+    with pytest.raises(OptionError, match="both"):
+        Options(categorical=("a",), exclude=("a",))
+
+
+def test_unknown_option_in_manifest():
+    with pytest.raises(OptionError, match="unknown option 'nope'"):
+        Options.from_dict({"nope": 1})
+
+
+def test_mixture_components():
+    assert Options(prior="mixture:5").mixture_components == 5
+    assert Options().mixture_components == 0

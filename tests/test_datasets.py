@@ -1,0 +1,49 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from aaedetect.datasets import ANOMALY_KINDS, SKLEARN_TABLES, load_sklearn_anomaly, make_telemetry
+from conftest import DEMO
+
+
+def test_generator_is_deterministic():
+    a_train, a_test = make_telemetry(300, 200, seed=3)
+    b_train, b_test = make_telemetry(300, 200, seed=3)
+    pd.testing.assert_frame_equal(a_train, b_train)
+    pd.testing.assert_frame_equal(a_test, b_test)
+    assert not make_telemetry(300, 200, seed=4)[0].equals(a_train)
+
+
+def test_generated_tables():
+    train, test = make_telemetry(1000, 500, anomaly_share=0.1, seed=1)
+    assert len(train) == 1000 and len(test) == 500
+    assert "label" not in train.columns
+    assert test["label"].sum() == 50
+    assert set(test.loc[test["label"] == 1, "anomaly_kind"]) == set(ANOMALY_KINDS)
+    assert set(test.loc[test["label"] == 0, "anomaly_kind"]) == {"none"}
+    # Real correlations: power follows load within each machine type.
+    pumps = train[train["machine_type"] == "pump"]
+    assert np.corrcoef(pumps["load_pct"], pumps["power_kw"])[0, 1] > 0.9
+    # Structural missing values: only pumps and compressors report pressure.
+    assert train.loc[train["machine_type"].isin(["fan", "turbine"]), "pressure_bar"].isna().all()
+
+
+def test_committed_demo_files():
+    train = pd.read_csv(DEMO / "telemetry_train.csv")
+    test = pd.read_csv(DEMO / "telemetry_test.csv")
+    assert len(train) == 5000 and len(test) == 2000
+    assert list(test.columns) == list(train.columns) + ["label", "anomaly_kind"]
+    assert test["label"].mean() == pytest.approx(0.08)
+
+
+@pytest.mark.parametrize("name", SKLEARN_TABLES)
+def test_sklearn_tables(name):
+    df = load_sklearn_anomaly(name, anomaly_share=0.1, seed=0)
+    assert df.columns[-1] == "label"
+    assert df["label"].mean() == pytest.approx(0.1, abs=0.02)
+    assert df.drop(columns="label").select_dtypes("number").shape[1] == df.shape[1] - 1
+
+
+def test_sklearn_table_unknown():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_sklearn_anomaly("mnist")

@@ -1,0 +1,128 @@
+"""The ONNX graph: structure, checker, and parity with the torch model."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from aaedetect import AAEDetector
+from aaedetect.export import export_onnx, parity_error, probe_rows, torch_outputs
+from aaedetect.runtime import make_session, run_session
+from conftest import DEMO, FAST
+
+#: The issue's bar: ONNX and torch scores agree to 1e-5 (normwise relative error per output).
+PARITY = 1e-5
+
+
+def onnx_outputs(data, numeric, categorical):
+    return run_session(make_session(data, ["CPUExecutionProvider"]), numeric, categorical, batch_rows=100)
+
+
+def test_graph_contract(model_dir, fitted):
+    model = onnx.load(str(model_dir / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    inputs = {i.name: i for i in model.graph.input}
+    outputs = {o.name: o for o in model.graph.output}
+    assert list(inputs) == ["numeric", "categorical"]
+    assert list(outputs) == ["anomaly_score", "recon_score", "latent_score", "feature_errors"]
+    elem = onnx.TensorProto
+    assert inputs["numeric"].type.tensor_type.elem_type == elem.DOUBLE
+    assert inputs["categorical"].type.tensor_type.elem_type == elem.INT64
+    assert all(o.type.tensor_type.elem_type == elem.FLOAT for o in outputs.values())
+    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    assert dims(inputs["numeric"]) == ["batch", 4] and dims(inputs["categorical"]) == ["batch", 1]
+    assert dims(outputs["feature_errors"])[1] == 5
+    assert [d.dim_param for d in outputs["anomaly_score"].type.tensor_type.shape.dim] == ["batch"]
+
+
+def test_manifest_describes_the_graph(model_dir):
+    import json
+
+    entry = json.loads((model_dir / "manifest.json").read_text())["onnx"]
+    assert entry["file"] == "model.onnx" and entry["inputs"] == ["numeric", "categorical"]
+    assert entry["parity_error"] <= 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_parity_on_the_fixture_any_batch_size(fitted, model_dir, table, batch):
+    numeric, categorical = fitted.preprocessor_.transform(table)
+    data = (model_dir / "model.onnx").read_bytes()
+    got = run_session(make_session(data, ["CPUExecutionProvider"]), numeric, categorical, batch_rows=batch)
+    assert parity_error(torch_outputs(fitted.graph_, numeric, categorical), got) <= PARITY
+
+
+def test_extreme_and_missing_inputs_stay_finite_and_agree(fitted, model_dir):
+    numeric, categorical = probe_rows(fitted.preprocessor_)
+    got = onnx_outputs((model_dir / "model.onnx").read_bytes(), numeric, categorical)
+    assert all(np.isfinite(v).all() for v in got.values())
+    assert parity_error(torch_outputs(fitted.graph_, numeric, categorical), got) <= 1e-5
+
+
+def test_parity_error_catches_nan_and_shape():
+    a = {k: np.ones(3, np.float32) for k in ("anomaly_score", "recon_score", "latent_score", "feature_errors")}
+    b = {**a, "recon_score": np.array([1, np.nan, 1], np.float32)}
+    assert parity_error(a, b) == float("inf")
+    assert parity_error(a, {**a, "feature_errors": np.ones(4, np.float32)}) == float("inf")
+    assert parity_error(a, {**a, "anomaly_score": np.array([1, 1, 1.5], np.float32)}) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("columns", [["a", "b", "c"], ["kind"]])
+def test_models_with_one_kind_of_column(table, columns):
+    det = AAEDetector(**FAST).fit(table[columns])
+    data = export_onnx(det.graph_)
+    session = make_session(data, ["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == (["numeric"] if "a" in columns else ["categorical"])
+    numeric, categorical = det.preprocessor_.transform(table[columns])
+    assert parity_error(torch_outputs(det.graph_, numeric, categorical),
+                        run_session(session, numeric, categorical)) <= PARITY
+
+
+def test_demo_parity():
+    train = pd.read_csv(DEMO / "telemetry_train.csv")
+    test = pd.read_csv(DEMO / "telemetry_test.csv")
+    det = AAEDetector(max_epochs=10, random_state=0).fit(train)
+    numeric, categorical = det.preprocessor_.transform(test)
+    got = onnx_outputs(export_onnx(det.graph_), numeric, categorical)
+    assert parity_error(torch_outputs(det.graph_, numeric, categorical), got) <= PARITY
+
+
+SHARED = os.environ.get("AAEDETECT_DATA")
+
+
+@pytest.mark.skipif(not SHARED, reason="set AAEDETECT_DATA to a folder of benchmark CSVs (e.g. ../shared/datasets)")
+@pytest.mark.parametrize("name", ["cardio", "satellite"])
+def test_shared_dataset_parity(name):
+    df = pd.read_csv(Path(SHARED) / f"{name}.csv.gz")
+    X = df.drop(columns="label")
+    det = AAEDetector(max_epochs=10, random_state=0).fit(X[df["label"] == 0])
+    numeric, categorical = det.preprocessor_.transform(X)
+    got = onnx_outputs(export_onnx(det.graph_), numeric, categorical)
+    assert parity_error(torch_outputs(det.graph_, numeric, categorical), got) <= PARITY
+
+
+def test_cli_export(model_dir, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+    from aaedetect import load
+    from aaedetect_cli.main import main
+
+    out = tmp_path / "graph.onnx"
+    result = CliRunner().invoke(main, ["export", "-m", str(model_dir), "-o", str(out), "--opset", "18"])
+    assert result.exit_code == 0, result.stderr
+    onnx.checker.check_model(onnx.load(str(out)))
+    # Re-exporting repairs a missing or damaged graph; the manifest's checksums follow.
+    for damage in ("delete", "truncate"):
+        copy = tmp_path / damage
+        shutil.copytree(model_dir, copy)
+        if damage == "delete":
+            (copy / "model.onnx").unlink()
+        else:
+            (copy / "model.onnx").write_bytes(b"oops")
+        result = CliRunner().invoke(main, ["export", "-m", str(copy)])
+        assert result.exit_code == 0, result.stderr
+        load(copy)
+        assert (copy / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()

@@ -1,0 +1,145 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aaedetect import model as M
+from aaedetect import scoring
+from aaedetect.preprocess import TabularPreprocessor
+from aaedetect.priors import GaussianPrior, MixturePrior, UniformPrior, make_prior
+
+
+@pytest.fixture(scope="module")
+def pre(table):
+    return TabularPreprocessor.fit(table)
+
+
+def encode(pre, df):
+    num, cat = pre.transform(df)
+    return M.FeatureEncoder(pre)(torch.from_numpy(num), torch.from_numpy(cat))
+
+
+def test_feature_layout(pre, table):
+    x = encode(pre, table)
+    fe = M.FeatureEncoder(pre)
+    # 4 numeric + 1 indicator (c has missing values) + one-hot of kind (3 categories + other slot)
+    assert fe.n_features == 4 + 1 + 4 == x.shape[1]
+    assert x.dtype == torch.float32
+    onehot = x[:, 5:]
+    assert torch.all(onehot.sum(1) == 1)
+
+
+def test_missing_values_become_median_plus_indicator(pre, table):
+    df = table.head(2).copy()
+    df.loc[0, "c"] = np.nan
+    df.loc[1, "c"] = pre.numeric[2].center
+    x = encode(pre, df)
+    assert x[0, 2] == 0 and x[1, 2] == 0  # both at the median after scaling
+    assert x[0, 4] == 1 and x[1, 4] == 0  # the indicator tells them apart
+
+
+def test_soft_clip_keeps_extremes_finite_and_ordered(pre, table):
+    df = table.head(6).copy()
+    df["a"] = [1e3, 1e10, 1e300, np.inf, -np.inf, -1e300]
+    x = encode(pre, df)[:, 0]
+    assert torch.isfinite(x).all()
+    assert x[0] < x[1] < x[2] <= x[3]
+    assert x[4] <= x[5] < 0
+    assert x[2] < 750  # log growth: even the largest doubles map to moderate values
+    assert x[3] == 1000 and x[4] == -1000  # inf: a fixed, finite stand-in beyond every double
+
+
+def test_soft_clip_is_identity_inside_the_clip(pre, table):
+    df = table.head(1).copy()
+    col = pre.numeric[0]
+    df["a"] = col.center + 2.5 * col.scale
+    assert encode(pre, df)[0, 0].item() == pytest.approx(2.5)
+
+
+def test_column_errors_zero_for_perfect_reconstruction(pre, table):
+    fe = M.FeatureEncoder(pre)
+    x = encode(pre, table.head(20))
+    # A perfect decoder: the values themselves, and very confident logits for the 0/1 parts.
+    out = x.clone()
+    out[:, 4:] = (x[:, 4:] * 2 - 1) * 50
+    err = fe.column_errors(x, out)
+    assert err.shape == (20, 5)
+    assert err.max().item() < 1e-6
+    worse = fe.column_errors(x, out + torch.randn_like(out))
+    assert (worse.sum(1) > err.sum(1)).all()
+
+
+def test_network_sizes():
+    cfg = M.size_network(25, "auto", "auto", 0.0)
+    assert cfg.hidden == (64, 32) and cfg.latent_dim == 7
+    big = M.size_network(300, "auto", "auto", 0.0)
+    assert big.hidden == (512, 256) and big.latent_dim == 32
+    fixed = M.size_network(10, (20, 10), 3, 0.1)
+    assert fixed.hidden == (20, 10) and fixed.latent_dim == 3
+    assert M.NetConfig.from_dict(fixed.to_dict()) == fixed
+
+
+@pytest.mark.parametrize("spec", ["gaussian", "uniform", "mixture:4"])
+def test_priors_sample_and_density(spec):
+    prior = make_prior(spec, 3)
+    torch.manual_seed(0)
+    z = prior.sample(5000)
+    assert z.shape == (5000, 3)
+    if spec in ("gaussian", "uniform"):  # both have unit variance per dimension
+        assert z.var(0).mean().item() == pytest.approx(1.0, abs=0.1)
+    logp = prior.log_prob(z)
+    assert torch.isfinite(logp).all()
+    far = torch.full((1, 3), 50.0)
+    assert prior.log_prob(far).item() < logp.min().item()  # far away is less likely
+
+
+def test_gaussian_log_prob_matches_torch():
+    z = torch.randn(10, 4)
+    expected = torch.distributions.Normal(0, 1).log_prob(z).sum(1)
+    torch.testing.assert_close(GaussianPrior(4).log_prob(z), expected)
+
+
+def test_mixture_log_prob_is_a_density_in_1d():
+    prior = MixturePrior(1, 3)
+    grid = torch.linspace(-8, 8, 20001)[:, None]
+    total = torch.exp(prior.log_prob(grid)).sum() * (16 / 20000)
+    assert total.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_uniform_density_inside_is_flat():
+    prior = UniformPrior(2)
+    inside = torch.tensor([[0.0, 0.0], [1.0, -1.5]])
+    logp = prior.log_prob(inside)
+    assert logp[0].item() == pytest.approx(logp[1].item()) == pytest.approx(-2 * math.log(2 * math.sqrt(3)))
+
+
+def test_bad_prior_name():
+    from aaedetect.errors import OptionError
+
+    with pytest.raises(OptionError):
+        make_prior("cauchy", 2)
+
+
+@pytest.mark.parametrize("signal", ["density", "discriminator"])
+def test_scoring_graph_is_deterministic_and_calibrated(pre, table, signal):
+    torch.manual_seed(0)
+    fe = M.FeatureEncoder(pre)
+    cfg = M.size_network(fe.n_features, "auto", "auto", 0.0)
+    aae = M.AAE(cfg, GaussianPrior(cfg.latent_dim))
+    num, cat = pre.transform(table)
+    num, cat = torch.from_numpy(num), torch.from_numpy(cat)
+    graph = M.ScoringGraph(fe, aae, signal).eval()
+    recon_raw, latent_raw, _ = graph.raw_parts(num, cat)
+    cal = scoring.fit_calibration(recon_raw.detach().numpy(), latent_raw.detach().numpy(),
+                                  latent_log=graph.latent_log, latent_weight=0.25)
+    graph = M.ScoringGraph(fe, aae, signal, cal).eval()
+    with torch.no_grad():
+        a1, r1, l1, e1 = graph(num, cat)
+        a2, *_ = graph(num, cat)
+    assert torch.equal(a1, a2)
+    # Calibrated on these rows: medians near 0.
+    assert abs(r1.median().item()) < 0.05 and abs(l1.median().item()) < 0.05
+    torch.testing.assert_close(a1, 0.75 * r1 + 0.25 * l1)
+    assert e1.shape == (len(num), 5)

@@ -1,0 +1,164 @@
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aaedetect.errors import DataError
+from aaedetect.preprocess import TabularPreprocessor
+
+
+def fit(df, **kw):
+    return TabularPreprocessor.fit(df, **kw)
+
+
+def test_kinds_and_left_out_columns(table, caplog):
+    with caplog.at_level(logging.WARNING, logger="aaedetect"):
+        pre = fit(table)
+    assert [c.name for c in pre.numeric] == ["a", "b", "c", "code"]
+    assert [c.name for c in pre.categorical] == ["kind"]
+    reasons = {d["column"]: d["reason"] for d in pre.dropped}
+    assert set(reasons) == {"id", "const"}
+    assert "identifier" in reasons["id"] and "constant" in reasons["const"]
+    assert "'id' left out" in caplog.text and "'const' left out" in caplog.text
+
+
+def test_robust_scaling_state(table):
+    pre = fit(table)
+    a = pre.numeric[0]
+    assert a.center == pytest.approx(np.median(table["a"]))
+    q25, q75 = np.percentile(table["a"], [25, 75])
+    assert a.scale == pytest.approx((q75 - q25) / 1.349)
+    assert pre.numeric[2].indicator is True  # c has missing values
+    assert pre.numeric[0].indicator is False
+
+
+def test_zero_iqr_falls_back_to_std():
+    values = np.zeros(100)
+    values[:3] = [1.0, 2.0, 5.0]
+    pre = fit(pd.DataFrame({"x": values, "y": np.arange(100.0)}))
+    assert pre.numeric[0].scale == pytest.approx(np.std(values))
+
+
+def test_exclude_and_forced_categorical(table):
+    pre = fit(table, exclude=("a",), categorical=("code",))
+    assert "a" not in pre.columns
+    code = next(c for c in pre.categorical if c.name == "code")
+    assert code.canonical_numbers and sorted(code.categories) == ["1", "2", "3"]
+
+
+def test_unknown_column_in_options_is_an_error(table):
+    with pytest.raises(DataError, match="no column 'nope'"):
+        fit(table, exclude=("nope",))
+
+
+def test_forced_categorical_matches_across_spellings(table):
+    pre = fit(table, categorical=("code",))
+    j = [c.name for c in pre.categorical].index("code")
+    as_float = table.assign(code=table["code"].astype(float))
+    as_text = table.assign(code=table["code"].map(lambda v: f"{v}.0"))
+    codes = [pre.transform(df)[1][:, j] for df in (table, as_float, as_text)]
+    assert np.array_equal(codes[0], codes[1]) and np.array_equal(codes[0], codes[2])
+
+
+def test_transform_arrays(table):
+    pre = fit(table)
+    num, cat = pre.transform(table)
+    assert num.dtype == np.float64 and num.shape == (len(table), 4)
+    assert cat.dtype == np.int64 and cat.shape == (len(table), 1)
+    assert np.isnan(num[:, 2]).sum() == table["c"].isna().sum()
+    kind = pre.categorical[0]
+    assert kind.categories[0] == "red"  # most frequent first
+    assert np.array_equal(cat[:, 0], table["kind"].map({k: i for i, k in enumerate(kind.categories)}))
+
+
+def test_unseen_and_missing_categories_get_their_slots(table):
+    pre = fit(table)
+    kind = pre.categorical[0]
+    df = table.head(3).assign(kind=["purple", None, "red"])
+    _, cat = pre.transform(df)
+    assert not kind.has_missing
+    assert cat[:, 0].tolist() == [kind.other_code, kind.other_code, 0]
+
+
+def test_missing_category_in_training_gets_own_slot():
+    df = pd.DataFrame({"k": ["x", "y", None, "x"] * 10, "v": np.arange(40.0)})
+    pre = fit(df)
+    col = pre.categorical[0]
+    assert col.has_missing and col.width == len(col.categories) + 2
+    _, cat = pre.transform(pd.DataFrame({"k": [None, "zzz"], "v": [1.0, 2.0]}))
+    assert cat[:, 0].tolist() == [col.other_code + 1, col.other_code]
+
+
+def test_max_categories_keeps_most_frequent():
+    df = pd.DataFrame({"k": list("aaaabbbcde") * 5, "v": np.arange(50.0)})
+    pre = fit(df, max_categories=2)
+    assert pre.categorical[0].categories == ["a", "b"]
+
+
+def test_text_in_numeric_column_names_column_and_line():
+    df = pd.DataFrame({"x": [str(i) for i in range(50)], "y": np.arange(50.0)})
+    df.loc[17, "x"] = "oops"
+    with pytest.raises(DataError, match=r"column 'x', line 19: 'oops' is not a number"):
+        fit(df, source="f.csv")
+
+
+def test_mostly_text_column_is_categorical():
+    df = pd.DataFrame({"x": ["a", "b", "1"] * 10, "y": np.arange(30.0)})
+    pre = fit(df)
+    assert [c.name for c in pre.categorical] == ["x"]
+
+
+def test_numbers_as_text_at_scoring_time(table):
+    pre = fit(table)
+    text = table.astype(str).replace({"nan": ""})
+    num_typed, cat_typed = pre.transform(table)
+    num_text, cat_text = pre.transform(text)
+    np.testing.assert_array_equal(np.isnan(num_typed), np.isnan(num_text))
+    np.testing.assert_allclose(num_typed[~np.isnan(num_typed)], num_text[~np.isnan(num_text)])
+    np.testing.assert_array_equal(cat_typed, cat_text)
+
+
+def test_bad_number_at_scoring_time(table):
+    pre = fit(table)
+    text = table.astype(str)
+    text.loc[5, "b"] = "12,5"
+    with pytest.raises(DataError, match=r"score.csv: column 'b', line 7: '12,5' is not a number"):
+        pre.transform(text, source="score.csv", first_line=2)
+
+
+def test_missing_column_is_an_error(table):
+    pre = fit(table)
+    with pytest.raises(DataError, match="missing column 'b' that the model needs"):
+        pre.transform(table.drop(columns="b"))
+
+
+def test_duplicate_columns_are_an_error(table):
+    df = pd.concat([table, table[["a"]]], axis=1)
+    with pytest.raises(DataError, match="'a' appears more than once"):
+        fit(df)
+
+
+def test_all_columns_unusable():
+    df = pd.DataFrame({"c": [1.0] * 30, "id": [f"x{i}" for i in range(30)]})
+    with pytest.raises(DataError, match="no usable column"):
+        fit(df)
+
+
+def test_json_round_trip(table):
+    pre = fit(table, categorical=("code",))
+    again = TabularPreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert again == pre
+    for x, y in zip(pre.transform(table), again.transform(table)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_unseen_missing_numeric_warns(table, caplog):
+    pre = fit(table)
+    df = table.head(5).copy()
+    df.loc[0, "a"] = np.nan
+    with caplog.at_level(logging.WARNING, logger="aaedetect"):
+        num, _ = pre.transform(df)
+    assert np.isnan(num[0, 0])
+    assert "column 'a' has 1 missing value" in caplog.text

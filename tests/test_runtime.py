@@ -1,0 +1,144 @@
+"""OnnxScorer: scoring with onnxruntime alone, provider choice, and no torch import."""
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aaedetect import runtime
+from aaedetect.errors import ModelFormatError, OptionError
+from aaedetect.runtime import OnnxScorer
+
+
+def test_scores_match_the_torch_engine(model_dir, fitted, table):
+    onnx_out = OnnxScorer(model_dir, device="cpu").score(table)
+    torch_out = fitted.score(table)
+    pd.testing.assert_frame_equal(onnx_out[table.columns], torch_out[table.columns])
+    for col in ("anomaly_score", "recon_score", "latent_score"):
+        np.testing.assert_allclose(onnx_out[col], torch_out[col], rtol=1e-5, atol=1e-5)
+    assert (onnx_out["is_anomaly"] == torch_out["is_anomaly"]).mean() > 0.99
+
+
+def test_batches_write_into_one_buffer(model_dir, table):
+    big = OnnxScorer(model_dir, device="cpu", batch_rows=65536).score(table)
+    small = OnnxScorer(model_dir, device="cpu", batch_rows=7).score(table)
+    pd.testing.assert_frame_equal(big, small)
+
+
+def test_empty_table(model_dir, table):
+    out = OnnxScorer(model_dir, device="cpu").score(table.head(0))
+    assert len(out) == 0 and list(out.columns[-4:]) == ["anomaly_score", "recon_score", "latent_score", "is_anomaly"]
+
+
+def test_auto_device_falls_back_to_cpu_and_says_why(model_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="aaedetect"):
+        scorer = OnnxScorer(model_dir)
+    assert scorer.provider == "CPUExecutionProvider"
+    lines = [r.getMessage() for r in caplog.records if "onnxruntime" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("scoring with onnxruntime on CPU: ")
+
+
+def test_cuda_that_fails_to_start_falls_back(model_dir, monkeypatch, caplog):
+    """Driver 'found', but the CUDA provider cannot start: CPU, with the reason in one line."""
+    monkeypatch.setattr(runtime, "cuda_unavailable_reason", lambda: None)
+    real = runtime.make_session
+
+    def session_without_cuda(model, providers, **kw):
+        return real(model, [p for p in providers if p != runtime.CUDA], **kw)
+
+    monkeypatch.setattr(runtime, "make_session", session_without_cuda)
+    with caplog.at_level(logging.INFO, logger="aaedetect"):
+        scorer = OnnxScorer(model_dir, device="auto")
+    assert scorer.provider == "CPUExecutionProvider"
+    assert "CUDA provider failed to start" in caplog.text
+    with pytest.raises(OptionError, match="--device cuda: the CUDA provider failed to start"):
+        OnnxScorer(model_dir, device="cuda")
+
+
+def test_real_cuda_provider_on_this_machine(model_dir):
+    """On a machine without a GPU, asking for CUDA is a clear error, not a silent CPU run."""
+    reason = runtime.cuda_unavailable_reason()
+    if reason is None:
+        pytest.skip("this machine may have a working GPU")
+    with pytest.raises(OptionError, match="--device cuda: "):
+        OnnxScorer(model_dir, device="cuda")
+
+
+def test_model_without_onnx(model_dir, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["model.onnx"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="aaedetect export"):
+        OnnxScorer(copy)
+
+
+def test_changed_onnx_file_is_refused(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    with open(copy / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelFormatError, match="model.onnx: checksum mismatch"):
+        OnnxScorer(copy)
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+"""
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+
+
+def test_runtime_never_imports_torch(model_dir, csv_file):
+    result = run_python(NO_TORCH + f"""
+import pandas as pd
+import aaedetect.runtime
+from aaedetect.runtime import OnnxScorer
+out = OnnxScorer({str(model_dir)!r}).score(pd.read_csv({str(csv_file)!r}))
+assert len(out) == 300
+print("ok")
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_score_command_never_imports_torch(model_dir, csv_file, tmp_path):
+    out = tmp_path / "out.csv"
+    result = run_python(NO_TORCH + f"""
+from aaedetect_cli.main import main
+main(["score", {str(csv_file)!r}, "-m", {str(model_dir)!r}, "-o", {str(out)!r}, "--label", "code"])
+""")
+    # --label with a 1/2/3 column is a data error: checks that an error path is torch-free too.
+    assert result.returncode == 3 and "must hold 0 or 1" in result.stderr, result.stderr
+    result = run_python(NO_TORCH + f"""
+import sys
+from aaedetect_cli.main import main
+try:
+    main(["score", {str(csv_file)!r}, "-m", {str(model_dir)!r}, "-o", {str(out)!r}])
+finally:
+    assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+""")
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(out)) == 300
+
+
+def test_import_aaedetect_does_not_load_torch():
+    result = run_python("""
+import sys, aaedetect, aaedetect.runtime, aaedetect.pipeline, aaedetect_cli.main
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
