@@ -37,8 +37,8 @@ logger = logging.getLogger("aaedetect")
 MIN_VALIDATION_ROWS = 8
 #: Fewest rows left to train on.
 MIN_TRAIN_ROWS = 16
-#: Rows per forward pass when scoring with torch.
-SCORE_BATCH_ROWS = 65_536
+#: Rows per forward pass when scoring with torch (cache-sized on CPU, like the ONNX path).
+SCORE_BATCH_ROWS = 16_384
 WEIGHTS = "weights.npz"
 ONNX_FILE = "model.onnx"
 

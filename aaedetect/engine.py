@@ -18,9 +18,9 @@ def load_scorer(model_dir: str | os.PathLike, *, engine: str = "onnx", device: s
     imported). ``engine="torch"``: the fitted :class:`aaedetect.AAEDetector`.
     """
     if engine == "onnx":
-        from .runtime import DEFAULT_BATCH_ROWS, OnnxScorer
+        from .runtime import OnnxScorer
 
-        return OnnxScorer(model_dir, device=device, batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
+        return OnnxScorer(model_dir, device=device, batch_rows=batch_rows)
     if engine == "torch":
         from .detector import load
 

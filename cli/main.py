@@ -228,8 +228,8 @@ class _EpochBar:
               help="auto: an NVIDIA GPU when a working one is found, else CPU.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows read and scored at a time (bounds memory).")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
-              help="Rows per onnxruntime call within a chunk.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=None,
+              help="Rows per onnxruntime call within a chunk.  [default: 16384 on CPU, 65536 on CUDA]")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
 @common
 def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, sep, quiet, debug):
