@@ -1,12 +1,19 @@
-"""Reading tables (CSV, gzipped CSV, Parquet, CSV on stdin) and writing results atomically.
+"""Reading tables (CSV, compressed CSV, Parquet, CSV on stdin) and writing results atomically.
 
-pandas and pyarrow do the parsing; this module decides the format, reads in chunks, turns their
-exceptions into one-line :class:`DataError`/:class:`PathError` messages naming the file, and writes
-outputs to a temporary file that is renamed into place only once everything succeeded.
+pyarrow does the parsing and writing (it is several times faster than pandas' CSV code and checks
+that every row has as many fields as the header); this module decides the format, reads in
+chunks, turns parser exceptions into one-line :class:`DataError`/:class:`PathError` messages that
+name the file and line, and writes outputs to a temporary file that is renamed into place only
+once everything succeeded.
+
+CSV cells are read as text, exactly as written: the model's columns are parsed by
+``aaedetect.preprocess`` (the same way at fit and at score time), and every other column passes
+through untouched.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import gzip
@@ -16,9 +23,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from .errors import DataError, PathError
 from .preprocess import check_unique_columns
@@ -26,9 +35,10 @@ from .preprocess import check_unique_columns
 STDIO = "-"
 #: Rows per chunk when scoring: bounds memory for files of any size.
 DEFAULT_CHUNK_ROWS = 100_000
-_GZIP_MAGIC = b"\x1f\x8b"
-_PARQUET_MAGIC = b"PAR1"
 _SNIFF_BYTES = 64 * 1024
+_PARQUET_MAGIC = b"PAR1"
+#: Compressions pyarrow reads, by their magic bytes.
+_COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def display_name(path: str | os.PathLike) -> str:
@@ -42,12 +52,15 @@ def is_parquet_path(path: str | os.PathLike) -> bool:
 class TableSource:
     """An input table: a path or ``-`` (stdin, spooled to a temporary file so it can be re-read).
 
-    Use as a context manager; it checks the path and sniffs the format on entry.
+    Use as a context manager; it checks the path and sniffs the format on entry. CSV columns come
+    as text (pandas string columns, exactly as in the file); Parquet columns keep their types.
     """
 
     def __init__(self, path: str | os.PathLike, *, sep: str = ","):
         self.path = str(path)
         self.name = display_name(path)
+        if len(sep) != 1:
+            raise DataError(f"--sep {sep!r}: the separator must be one character")
         self.sep = sep
         self._spool: str | None = None
 
@@ -62,10 +75,10 @@ class TableSource:
             _check_readable(self.path)
         with open(self.file, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
-        self.format = "parquet" if head.startswith(_PARQUET_MAGIC) or is_parquet_path(self.path) else "csv"
-        self.compression = "gzip" if head.startswith(_GZIP_MAGIC) else "infer"
         if not head:
             raise DataError(f"{self.name}: the file is empty (no header, no rows)")
+        self.format = "parquet" if head.startswith(_PARQUET_MAGIC) or is_parquet_path(self.path) else "csv"
+        self.compression = next((c for magic, c in _COMPRESSIONS.items() if head.startswith(magic)), None)
         if self.format == "csv":
             self.header = self._read_header()
         return self
@@ -76,28 +89,30 @@ class TableSource:
                 os.unlink(self._spool)
 
     # ---------------------------------------------------------------- CSV
-    def _open_text(self) -> IO[str]:
-        raw = gzip.open(self.file, "rb") if self.compression == "gzip" else open(self.file, "rb")
-        return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    def _stream(self):
+        return pa.input_stream(self.file, compression=self.compression)
 
     def _read_header(self) -> list[str]:
-        """The header row as written (pandas renames duplicate names; we want to refuse them)."""
+        """The header row as written (refusing duplicate names, which pandas would rename)."""
         try:
-            with self._open_text() as fh:
-                block = fh.read(_SNIFF_BYTES)
+            with self._stream() as raw:
+                data = raw.read(_SNIFF_BYTES)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{self.name}: cannot be read ({exc})") from None
+        if b"\x00" in data:
+            raise DataError(f"{self.name}: holds NUL bytes; it is a binary file, not CSV")
+        decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        try:
+            block = decoder.decode(data, final=False)
         except UnicodeDecodeError as exc:
             raise DataError(f"{self.name}: not UTF-8 text (byte {exc.start}: "
                             f"{exc.object[exc.start:exc.start + 1]!r}); is it a binary file?") from None
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{self.name}: cannot be read as CSV ({exc})") from None
-        if "\x00" in block:
-            raise DataError(f"{self.name}: holds NUL bytes; it is a binary file, not CSV")
         first = block.splitlines()[0] if block.strip() else ""
         if not first.strip():
             raise DataError(f"{self.name}: the first line is empty; expected a header row")
         header = next(csv.reader([first], delimiter=self.sep))
         if len(header) == 1:
-            for other in (";", "\t", "|"):
+            for other in (";", "\t", "|", ","):
                 if other != self.sep and other in first:
                     raise DataError(f"{self.name}: the header has one column but contains "
                                     f"{other!r}; is the file separated by {other!r}? pass --sep")
@@ -108,49 +123,79 @@ class TableSource:
             seen.add(name)
         return header
 
-    def _csv_kwargs(self, as_text: bool) -> dict:
-        kwargs = dict(sep=self.sep, compression=self.compression, encoding="utf-8-sig")
-        if as_text:
-            # Every cell as the text it was: columns the model does not use pass through untouched.
-            kwargs.update(dtype=str, keep_default_na=False, na_filter=False)
-        else:
-            kwargs.update(low_memory=False)
-        return kwargs
+    def _csv_options(self):
+        read = pacsv.ReadOptions(column_names=self.header, skip_rows=1, block_size=4 << 20,
+                                 encoding="utf8")
+        parse = pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True)
+        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.header},
+                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
+        return dict(read_options=read, parse_options=parse, convert_options=convert)
 
-    def read(self, *, as_text: bool = False) -> pd.DataFrame:
-        """The whole table; typed columns unless ``as_text`` (CSV only)."""
-        frames = [df for df, _ in self.chunks(as_text=as_text, chunk_rows=None)]
-        return frames[0]
+    def read(self) -> pd.DataFrame:
+        """The whole table."""
+        if self.format == "parquet":
+            return next(self._parquet_chunks(None))[0]
+        with self._errors():
+            with self._stream() as raw:
+                table = pacsv.read_csv(raw, **self._csv_options())
+        return table.to_pandas()
 
-    def chunks(self, *, as_text: bool = True, chunk_rows: int | None = DEFAULT_CHUNK_ROWS
-               ) -> Iterator[tuple[pd.DataFrame, int | None]]:
-        """(chunk, file line of its first row) pairs; the line is None for Parquet."""
+    def chunks(self, *, chunk_rows: int | None = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[pd.DataFrame, int | None]]:
+        """(chunk, file line of its first row) pairs; the line is None for Parquet.
+
+        Line numbers assume one line per row (no blank lines, no line breaks inside quotes).
+        """
         if self.format == "parquet":
             yield from self._parquet_chunks(chunk_rows)
             return
+        if chunk_rows is None:
+            yield self.read(), 2
+            return
         line = 2
+        with self._errors(), self._stream() as raw:
+            reader = pacsv.open_csv(raw, **self._csv_options())
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            yielded = False
+            for batch in reader:
+                pending.append(batch)
+                rows += batch.num_rows
+                while rows >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield table.slice(0, chunk_rows).to_pandas(), line
+                    rest = table.slice(chunk_rows)
+                    line, pending, rows, yielded = line + chunk_rows, rest.to_batches(), rest.num_rows, True
+            if rows or not yielded:  # the rest; or, for a header-only file, an empty table
+                yield pa.Table.from_batches(pending, schema=reader.schema).to_pandas(), line
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """pyarrow's CSV errors as one-line DataErrors naming the file and, where possible, the line."""
         try:
-            reader = pd.read_csv(self.file, chunksize=chunk_rows, **self._csv_kwargs(as_text))
-            if chunk_rows is None:
-                reader = [reader]
-            with contextlib.ExitStack() as stack:
-                if hasattr(reader, "close"):
-                    stack.callback(reader.close)
-                for df in reader:
-                    check_unique_columns(df, self.name)
-                    yield df, line
-                    line += len(df)
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{self.name}: the file is empty (no header, no rows)") from None
-        except pd.errors.ParserError as exc:
-            raise DataError(f"{self.name}: malformed CSV: {_parser_message(exc)}") from None
-        except UnicodeDecodeError:
-            raise DataError(f"{self.name}: not UTF-8 text; is it a binary file?") from None
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise DataError(f"{self.name}: cannot be read ({exc})") from None
+            yield
+        except pa.ArrowInvalid as exc:
+            text = str(exc)
+            if "Expected" in text and "columns" in text:
+                raise DataError(f"{self.name}: {self._bad_row()}") from None
+            if "UTF8" in text or "UTF-8" in text:
+                raise DataError(f"{self.name}: not UTF-8 text further into the file; is it a "
+                                f"binary file?") from None
+            raise DataError(f"{self.name}: malformed CSV: {text.splitlines()[0]}") from None
+        except (OSError, EOFError, pa.ArrowException) as exc:
+            raise DataError(f"{self.name}: cannot be read ({str(exc).splitlines()[0]})") from None
+
+    def _bad_row(self) -> str:
+        """Find the first row whose field count differs from the header's (only on that error)."""
+        with self._stream() as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+            reader = csv.reader(text, delimiter=self.sep)
+            expected = len(next(reader))
+            for row in reader:
+                if row and len(row) != expected:
+                    return (f"line {reader.line_num} has {len(row)} fields, the header has {expected}")
+        return "a row has another number of fields than the header"
 
     def _parquet_chunks(self, chunk_rows: int | None) -> Iterator[tuple[pd.DataFrame, None]]:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
@@ -169,7 +214,7 @@ class TableSource:
             if empty:
                 yield pf.schema_arrow.empty_table().to_pandas(), None
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{self.name}: not a readable Parquet file ({exc})") from None
+            raise DataError(f"{self.name}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
 
 
 def _check_readable(path: str) -> None:
@@ -180,12 +225,6 @@ def _check_readable(path: str) -> None:
         raise PathError(f"{path}: is a directory, not a file")
     if not os.access(p, os.R_OK):
         raise PathError(f"{path}: permission denied")
-
-
-def _parser_message(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[-1]
-    # pandas: "Error tokenizing data. C error: Expected 3 fields in line 5, saw 4"
-    return text.split("C error: ")[-1]
 
 
 class AtomicOutput:
@@ -215,29 +254,28 @@ class AtomicOutput:
         except OSError as exc:
             raise PathError(f"{self.path}: cannot write here ({exc.strerror or exc})") from exc
         os.close(fd)
-        self._writer = None
-        self._fh = None
+        self._parquet_writer = None
+        self._csv = None
         self.rows = 0
 
     def write(self, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, preserve_index=False)
         if self.parquet:
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self._tmp, table.schema)
+            if self._parquet_writer is None:
+                self._parquet_writer = pq.ParquetWriter(self._tmp, table.schema)
             else:
-                table = table.cast(self._writer.schema)
-            self._writer.write_table(table)
+                table = table.cast(self._parquet_writer.schema)
+            self._parquet_writer.write_table(table)
         else:
-            if self._fh is None:
+            if self._csv is None:
                 gz = self.path.lower().endswith(".gz")
-                self._fh = (gzip.open(self._tmp, "wt", encoding="utf-8", newline="") if gz
-                            else open(self._tmp, "w", encoding="utf-8", newline=""))
-                df.to_csv(self._fh, index=False)
-            else:
-                df.to_csv(self._fh, index=False, header=False)
+                self._csv = gzip.open(self._tmp, "wb") if gz else open(self._tmp, "wb")
+                header = io.StringIO()
+                csv.writer(header, lineterminator="\n").writerow(df.columns)
+                self._csv.write(header.getvalue().encode("utf-8"))
+            _write_csv_rows(table, self._csv)
         self.rows += len(df)
 
     def write_bytes(self, data: bytes) -> None:
@@ -246,12 +284,12 @@ class AtomicOutput:
             fh.write(data)
 
     def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._parquet_writer is not None:
+            self._parquet_writer.close()
+            self._parquet_writer = None
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
 
     def commit(self) -> None:
         self._close()
@@ -280,6 +318,23 @@ class AtomicOutput:
             self.abort()
         else:
             self.commit()
+
+
+def _write_csv_rows(table: pa.Table, out) -> None:
+    """Rows as CSV: Arrow's fast writer where no value needs quotes (the usual case), pandas'
+    minimal quoting otherwise, so that text passes through as it came. Floats are formatted by
+    Arrow (shortest round-trip form) in both cases, so a file looks the same throughout."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_floating(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
+    buffer = io.BytesIO()  # Arrow may fail part way: write the chunk only once it is whole
+    try:
+        pacsv.write_csv(table, buffer, write_options=pacsv.WriteOptions(include_header=False,
+                                                                        quoting_style="none"))
+        out.write(buffer.getvalue())
+    except pa.ArrowInvalid:  # a value holds a separator, quote or line break: it needs quoting
+        text = table.to_pandas()
+        out.write(text.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8"))
 
 
 def _umask() -> int:

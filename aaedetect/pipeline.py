@@ -39,7 +39,7 @@ def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dic
     Options(**options)  # fail on a bad option before reading any data
     check_model_target(model_dir, force)  # ... and on an unwritable target before training
     with TableSource(data, sep=sep) as source:
-        df = source.read(as_text=False)
+        df = source.read()
         if len(df) == 0:
             raise DataError(f"{source.name}: has a header but no rows")
         try:
@@ -110,7 +110,7 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
             scorer = scorer()
         summary.output = out.name
         columns = None
-        for chunk, first_line in source.chunks(as_text=True, chunk_rows=chunk_rows):
+        for chunk, first_line in source.chunks(chunk_rows=chunk_rows):
             columns = chunk.columns
             if label is not None and label not in chunk.columns:
                 raise DataError(f"{source.name}: no label column {label!r}")

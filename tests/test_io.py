@@ -15,19 +15,24 @@ def read(path, **kw):
         return src.read(**kw)
 
 
-def test_csv_typed_and_as_text(tmp_path):
+def test_csv_cells_are_read_as_the_text_they_are(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_text("id,x,k\n007,1.50,a\n008,,b\n")
-    typed = read(path)
-    assert typed["x"].dtype == np.float64 and np.isnan(typed["x"][1])
-    text = read(path, as_text=True)
+    path.write_text('id,x,k\n007,1.50,a\n008,,"b,\nc"\n')
+    text = read(path)
     assert text["id"].tolist() == ["007", "008"] and text["x"].tolist() == ["1.50", ""]
+    assert text["k"].tolist() == ["a", "b,\nc"]
+
+
+def test_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\n1,2\n")
+    assert list(read(path).columns) == ["a", "b"]
 
 
 def test_gzip_detected_by_content(tmp_path):
     path = tmp_path / "t.data"
     path.write_bytes(gzip.compress(b"a,b\n1,2\n"))
-    assert read(path)["b"].tolist() == [2]
+    assert read(path)["b"].tolist() == ["2"]
 
 
 def test_parquet(tmp_path):
@@ -39,7 +44,7 @@ def test_parquet(tmp_path):
 
 def test_stdin(monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a,b\n1,2\n3,4\n")))
-    assert read("-")["a"].tolist() == [1, 3]
+    assert read("-")["a"].tolist() == ["1", "3"]
 
 
 def test_chunks_carry_line_numbers(tmp_path):
@@ -52,11 +57,13 @@ def test_chunks_carry_line_numbers(tmp_path):
 
 @pytest.mark.parametrize("content,match", [
     (b"", "empty"),
-    (b"a,b\n1,2\n\xff\xfe\x00\x01", "not UTF-8"),
+    (b"a,b\n1,2\n\xff\xfe\x01,2\n", "not UTF-8"),
+    (b"a,b\n" + b"1,2\n" * 40_000 + b"\xff,\xfe\n", "not UTF-8 text further into the file"),
     (b"PK\x03\x04\x00\x00binary\x00stuff", "binary"),
     (b"a;b;c\n1;2;3\n", "separated by ';'"),
     (b"a,b,a\n1,2,3\n", "'a' appears more than once"),
-    (b"a,b\n1,2\n3,4,5\n", "malformed CSV: Expected 2 fields in line 3, saw 3"),
+    (b"a,b\n1,2\n3,4,5\n", "line 3 has 3 fields, the header has 2"),
+    (b"a,b,c\n1,2,3\n4,5\n", "line 3 has 2 fields, the header has 3"),
     (b"\n\n", "first line is empty"),
 ])
 def test_bad_files(tmp_path, content, match):

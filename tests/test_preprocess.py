@@ -45,7 +45,7 @@ def test_exclude_and_forced_categorical(table):
     pre = fit(table, exclude=("a",), categorical=("code",))
     assert "a" not in pre.columns
     code = next(c for c in pre.categorical if c.name == "code")
-    assert code.canonical_numbers and sorted(code.categories) == ["1", "2", "3"]
+    assert code.spelling == "number" and sorted(code.categories) == ["1", "2", "3"]
 
 
 def test_unknown_column_in_options_is_an_error(table):
@@ -162,3 +162,44 @@ def test_unseen_missing_numeric_warns(table, caplog):
         num, _ = pre.transform(df)
     assert np.isnan(num[0, 0])
     assert "column 'a' has 1 missing value" in caplog.text
+
+
+def test_boolean_columns_match_in_any_spelling():
+    typed = pd.DataFrame({"flag": [True, False] * 20, "v": np.arange(40.0)})
+    pre = fit(typed)
+    col = pre.categorical[0]
+    assert col.spelling == "boolean" and sorted(col.categories) == ["false", "true"]
+    text = pd.DataFrame({"flag": ["TRUE", "false", " True", "False"], "v": ["1", "2", "3", "4"]})
+    _, cat = pre.transform(text)
+    _, expected = pre.transform(pd.DataFrame({"flag": [True, False, True, False], "v": [1.0, 2, 3, 4]}))
+    np.testing.assert_array_equal(cat, expected)
+
+
+def test_text_columns_from_csv_are_typed_like_pandas_would(table):
+    """fit on all-text input (as the CLI reads CSV) finds the same kinds and statistics."""
+    text = table.astype(str).replace({"nan": ""})
+    typed_pre, text_pre = fit(table), fit(text)
+    assert [c.name for c in text_pre.numeric] == [c.name for c in typed_pre.numeric]
+    for a, b in zip(typed_pre.numeric, text_pre.numeric):
+        assert a.center == pytest.approx(b.center) and a.scale == pytest.approx(b.scale)
+        assert a.indicator == b.indicator
+
+
+@pytest.mark.parametrize("text,value", [
+    (" 1.5", 1.5), ("+3", 3.0), (".5", 0.5), ("1e5", 1e5), ("inf", np.inf), ("-Infinity", -np.inf),
+    ("1e400", np.inf), ("NA", np.nan), ("", np.nan), ("  ", np.nan), ("null", np.nan),
+])
+def test_number_spellings(text, value):
+    from aaedetect.preprocess import _parse_numbers
+
+    values, bad = _parse_numbers(pd.Series(["1", text], dtype=object))
+    assert not bad.any()
+    np.testing.assert_equal(values[1], value)
+
+
+@pytest.mark.parametrize("text", ["1,5", "0x10", "1_000", "abc", "1.2.3"])
+def test_not_numbers(text):
+    from aaedetect.preprocess import _parse_numbers
+
+    values, bad = _parse_numbers(pd.Series(["1", text], dtype=object))
+    assert bad.tolist() == [False, True] and np.isnan(values[1])
