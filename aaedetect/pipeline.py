@@ -17,6 +17,7 @@ from .artifacts import check_model_target
 from .config import Options
 from .errors import DataError
 from .io import DEFAULT_CHUNK_ROWS, AtomicOutput, TableSource
+from .preprocess import InputReport
 from .scoring import SCORE_COLUMNS, FrameScorer
 
 
@@ -105,6 +106,7 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
     labels: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     flags: list[np.ndarray] = []
+    report = InputReport()
     with TableSource(data, sep=sep) as source, AtomicOutput(output) as out:
         if not isinstance(scorer, FrameScorer):
             scorer = scorer()
@@ -114,7 +116,7 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
             columns = chunk.columns
             if label is not None and label not in chunk.columns:
                 raise DataError(f"{source.name}: no label column {label!r}")
-            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line)
+            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report)
             out.write(scored)
             summary.rows += len(scored)
             summary.flagged += int(scored["is_anomaly"].sum())
@@ -124,6 +126,7 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
                 flags.append(scored["is_anomaly"].to_numpy())
             if progress is not None:
                 progress(summary.rows)
+        report.log(source.name)
         if summary.rows == 0:
             # Header only: still write a header, with the score columns, so pipelines see the schema.
             header = list(columns if columns is not None else source.header)

@@ -165,13 +165,21 @@ class TabularPreprocessor:
         """The input columns the model needs, numeric first, in the order of the graph's inputs."""
         return [c.name for c in self.numeric] + [c.name for c in self.categorical]
 
-    def transform(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def transform(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2,
+                  report: "InputReport | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """Arrays for the scoring graph: numeric float64 (N, n_num) and codes int64 (N, n_cat).
 
         ``first_line`` is the file line of ``df``'s first row, used in error messages
-        (``None``: say "row" with a 1-based position instead).
+        (``None``: say "row" with a 1-based position instead). Tolerated oddities (missing values
+        where training had none, infinities, unseen categories) are counted in ``report``; without
+        one they are logged as warnings at once.
         """
+        if report is None:
+            report = InputReport()
+            try:
+                return self.transform(df, source=source, first_line=first_line, report=report)
+            finally:
+                report.log(source)
         check_unique_columns(df, source)
         missing = [c for c in self.columns if c not in df.columns]
         if missing:
@@ -185,10 +193,8 @@ class TabularPreprocessor:
             if bad.any():
                 raise _bad_number(source, col.name, series, bad, first_line, hint=False)
             if not col.indicator:
-                n_nan = int(np.isnan(values).sum())
-                if n_nan:
-                    logger.warning("%s: column %r has %d missing value(s), none seen in training; "
-                                   "scored as the training median", source, col.name, n_nan)
+                report.add(col.name, "missing", int(np.isnan(values).sum()))
+            report.add(col.name, "infinite", int(np.isinf(values).sum()))
             numeric[:, j] = values
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, col in enumerate(self.categorical):
@@ -199,9 +205,7 @@ class TabularPreprocessor:
             found[found < 0] = col.other_code
             if col.has_missing:
                 found[is_missing] = col.other_code + 1
-            if unseen.any():
-                logger.warning("%s: column %r has %d value(s) not seen in training", source, col.name,
-                            int(unseen.sum()))
+            report.add(col.name, "unseen", int(unseen.sum()))
             codes[:, j] = found
         return numeric, codes
 
@@ -222,6 +226,28 @@ class TabularPreprocessor:
             dropped=list(data.get("dropped", [])),
             clip=float(data["clip"]),
         )
+
+
+class InputReport:
+    """Counts of tolerated oddities in scored rows, by column, logged once as warnings."""
+
+    MESSAGES = {
+        "missing": "{n:,} missing value(s), none seen in training; scored as the training median",
+        "infinite": "{n:,} infinite value(s); scored as beyond any training value",
+        "unseen": "{n:,} value(s) not seen in training",
+    }
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, column: str, kind: str, n: int) -> None:
+        if n:
+            self.counts[column, kind] = self.counts.get((column, kind), 0) + n
+
+    def log(self, source: str) -> None:
+        for (column, kind), n in self.counts.items():
+            logger.warning("%s: column %r has %s", source, column, self.MESSAGES[kind].format(n=n))
+        self.counts.clear()
 
 
 # ---------------------------------------------------------------------- helpers

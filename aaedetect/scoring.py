@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .preprocess import TabularPreprocessor
+from .preprocess import InputReport, TabularPreprocessor
 
 SCORE_COLUMNS = ("anomaly_score", "recon_score", "latent_score", "is_anomaly")
 #: Floor for a calibration scale (in log units): keeps a near-constant part from blowing up.
@@ -88,11 +88,14 @@ class FrameScorer:
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def score_frame(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2) -> pd.DataFrame:
+    def score_frame(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2,
+                    report: InputReport | None = None) -> pd.DataFrame:
         """``df`` with ``anomaly_score, recon_score, latent_score, is_anomaly`` appended.
 
-        ``source`` and ``first_line`` only serve error messages (file name, line of the first row).
+        ``source`` and ``first_line`` serve error messages (file name, line of the first row);
+        ``report`` collects warnings over several calls (see ``TabularPreprocessor.transform``).
         """
         check_no_score_columns(df.columns, source)
-        numeric, categorical = self.preprocessor.transform(df, source=source, first_line=first_line)
+        numeric, categorical = self.preprocessor.transform(df, source=source, first_line=first_line,
+                                                           report=report)
         return output_frame(df, self.run_arrays(numeric, categorical), self.threshold)

@@ -175,3 +175,15 @@ def test_real_process(tmp_path, csv_file):
     bad = subprocess.run([*exe, "score", str(tmp_path / "nope.csv"), "-m", str(tmp_path / "m")],
                          capture_output=True, text=True)
     assert bad.returncode == 5 and bad.stderr.startswith("error: ") and bad.stdout == ""
+
+
+def test_warnings_are_counted_over_the_whole_file(cli_model, tmp_path):
+    data = tmp_path / "in.csv"
+    rows = "".join(f"{i},{3 * i},{'' if i % 2 else 0.5},{'purple' if i % 3 == 0 else 'red'}\n" for i in range(30))
+    data.write_text("a,b,c,kind\n" + rows + "inf,1,1,red\n")
+    result = run("score", data, "-m", cli_model, "--chunk-rows", 4)
+    assert result.exit_code == 0, result.stderr
+    warnings = [l for l in result.stderr.splitlines() if l.startswith("warning:")]
+    assert sorted(warnings) == [
+        f"warning: {data}: column 'a' has 1 infinite value(s); scored as beyond any training value",
+        f"warning: {data}: column 'kind' has 10 value(s) not seen in training"]
