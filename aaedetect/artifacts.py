@@ -152,6 +152,16 @@ class ModelDir:
                 if name not in ignore:
                     self.read(name)
 
+    def problems(self) -> list[str]:
+        """What is wrong with the listed files (missing, changed), one message each; [] if nothing."""
+        found = []
+        for name in self.manifest["files"]:
+            try:
+                self.read(name)
+            except ModelFormatError as exc:
+                found.append(str(exc))
+        return found
+
     def read(self, name: str) -> bytes:
         """The bytes of ``name``, checked against the manifest's size and sha256."""
         entry = self.manifest["files"].get(name)

@@ -24,10 +24,11 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from . import artifacts
 from ._version import __version__
 from .config import Options, defaults
-from .errors import AAEDetectError, DataError, ModelFormatError
+from .errors import AAEDetectError, DataError, ModelFormatError, TrainingError
 from .model import AAE, FeatureEncoder, NetConfig, ScoringGraph, size_network
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
+from .runtime import OUTPUTS
 from .scoring import FrameScorer, fit_calibration, threshold_for_fpr
 from .train import TrainResult, cpu_threads_for, resolve_device, train_aae
 
@@ -129,9 +130,14 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                 result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
 
         graph = ScoringGraph(features, aae, opts.latent_signal).eval()
-        recon_raw, latent_raw = _raw_parts(graph, numeric[val_idx], categorical[val_idx], device)
+        recon_raw, latent_raw, _ = _batched(graph.raw_parts, numeric[val_idx], categorical[val_idx], device)
         calibration = fit_calibration(recon_raw, latent_raw, latent_log=graph.latent_log,
                                       latent_weight=opts.latent_weight)
+        graph = ScoringGraph(features, aae, opts.latent_signal, calibration).eval()
+        val_scores = _batched(graph, numeric[val_idx], categorical[val_idx], device)[0]
+        if not np.isfinite(val_scores).all():
+            raise TrainingError("training ended with a model whose scores are not finite; try a "
+                                "smaller --lr or --adv-weight")
 
         self.options_ = opts
         self.seed_ = seed
@@ -142,8 +148,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.n_rows_ = {"train": len(train_idx), "validation": n_val}
         self.feature_names_in_ = np.asarray(df.columns, dtype=object)
         self.n_features_in_ = len(df.columns)
-        self._set_graph(ScoringGraph(features, aae, opts.latent_signal, calibration).eval(), device)
-        val_scores = self.run_arrays(numeric[val_idx], categorical[val_idx])["anomaly_score"]
+        self._set_graph(graph, device)
         self.threshold_ = threshold_for_fpr(val_scores, opts.fpr)
         self.offset_ = -self.threshold_
         return self
@@ -170,16 +175,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         """The scoring graph on raw arrays, in batches: calibrated scores and per-column errors."""
         self._check_fitted()
-        names = ("anomaly_score", "recon_score", "latent_score", "column_errors")
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
-        with torch.no_grad():
-            for start in range(0, max(len(numeric), 1), SCORE_BATCH_ROWS):
-                num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + SCORE_BATCH_ROWS]))
-                cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + SCORE_BATCH_ROWS]))
-                outs = self.graph_(num.to(self.device_), cat.to(self.device_))
-                for key, value in zip(names, outs):
-                    parts[key].append(value.cpu().numpy())
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return dict(zip(OUTPUTS, _batched(self.graph_, numeric, categorical, self.device_)))
 
     def score(self, X, *, source: str = "data") -> pd.DataFrame:
         """``X`` with ``anomaly_score, recon_score, latent_score, is_anomaly`` appended."""
@@ -283,10 +279,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             seed = m["seed"]
         except (KeyError, TypeError, ValueError, AAEDetectError) as exc:
             raise ModelFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
-        with np.load(io.BytesIO(model_dir.read(WEIGHTS)), allow_pickle=False) as arrays:
-            state = {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
+        state = _read_weights(model_dir.read(WEIGHTS), model_dir.path / WEIGHTS)
         try:
             features = FeatureEncoder(pre)
+            if features.n_features != cfg.n_inputs:
+                raise ValueError(f"the network takes {cfg.n_inputs} features, the columns give "
+                                 f"{features.n_features}")
             aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim))
             aae.load_state_dict(state, strict=True)
             graph = ScoringGraph(features, aae, opts.latent_signal, calibration).eval()
@@ -317,6 +315,24 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         return est
 
 
+def _read_weights(data: bytes, where) -> dict[str, torch.Tensor]:
+    """The state dict from ``weights.npz``: plain numeric arrays only, never pickled objects."""
+    import zipfile
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            state = {}
+            for key in arrays.files:
+                array = arrays[key]
+                if array.dtype.kind not in "fiub":
+                    raise ValueError(f"array {key!r} has dtype {array.dtype}")
+                state[key] = torch.from_numpy(array.copy())
+            return state
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        # allow_pickle=False turns a pickle (or an object array) into ValueError: never loaded.
+        raise ModelFormatError(f"{where}: not a weights file aaedetect can read ({exc})") from None
+
+
 def load(path: str | os.PathLike, *, device: str | None = None) -> AAEDetector:
     """Load a fitted :class:`AAEDetector` from a model directory written by ``save``/``aaedetect fit``."""
     return AAEDetector.load(path, device=device)
@@ -336,16 +352,16 @@ def _as_frame(X) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def _raw_parts(graph: ScoringGraph, numeric: np.ndarray, categorical: np.ndarray,
-               device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    recon, latent = [], []
-    for start in range(0, len(numeric), SCORE_BATCH_ROWS):
-        num = torch.from_numpy(numeric[start:start + SCORE_BATCH_ROWS]).to(device)
-        cat = torch.from_numpy(categorical[start:start + SCORE_BATCH_ROWS]).to(device)
-        r, l, _ = graph.raw_parts(num, cat)
-        recon.append(r.cpu().numpy())
-        latent.append(l.cpu().numpy())
-    return np.concatenate(recon), np.concatenate(latent)
+def _batched(fn, numeric: np.ndarray, categorical: np.ndarray, device: torch.device) -> list[np.ndarray]:
+    """``fn(num, cat)`` (the graph, or its ``raw_parts``) over batches of rows; each output
+    concatenated as a numpy array."""
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, max(len(numeric), 1), SCORE_BATCH_ROWS):
+        num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + SCORE_BATCH_ROWS])).to(device)
+        cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + SCORE_BATCH_ROWS])).to(device)
+        outs = [o.cpu().numpy() for o in fn(num, cat)]
+        parts = [[o] for o in outs] if not parts else [p + [o] for p, o in zip(parts, outs)]
+    return [np.concatenate(p) for p in parts]
 
 
 def _log_progress(epoch: int, max_epochs: int, record: dict) -> None:

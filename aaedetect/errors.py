@@ -51,4 +51,5 @@ EXIT_CODES = {
     PathError.exit_code: "a path cannot be read or written",
     TrainingError.exit_code: "training failed (diverged and could not recover)",
     130: "interrupted (Ctrl-C / SIGINT)",
+    143: "terminated (SIGTERM)",
 }

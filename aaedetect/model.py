@@ -18,6 +18,8 @@ from .preprocess import TabularPreprocessor
 from .priors import Prior
 
 LOGVAR_RANGE = (-10.0, 4.0)
+#: The widest layer (or input) a saved model may declare.
+MAX_WIDTH = 1 << 20
 #: What +-inf inputs become after soft clipping (any finite double maps below ~715), so that
 #: infinite inputs still give finite scores. Clamped in float32: a float64 constant of 1e300 would
 #: not survive the ONNX export (it is stored as float32, i.e. as inf).
@@ -41,7 +43,16 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NetConfig":
-        return cls(**{**data, "hidden": tuple(data["hidden"])})
+        """Rebuild from ``to_dict``'s output; sizes are bounded so that a hostile manifest cannot
+        make loading allocate without limit (ValueError otherwise)."""
+        cfg = cls(**{**data, "hidden": tuple(data["hidden"])})
+        sizes = (cfg.n_inputs, *cfg.hidden, cfg.latent_dim, cfg.disc_hidden)
+        if len(cfg.hidden) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and
+                                           1 <= v <= MAX_WIDTH for v in sizes):
+            raise ValueError(f"network sizes {sizes} out of range (1..{MAX_WIDTH})")
+        if not isinstance(cfg.dropout, (int, float)) or not 0 <= cfg.dropout < 1:
+            raise ValueError("dropout out of range")
+        return cfg
 
 
 def size_network(n_inputs: int, hidden_dims: Any, latent_dim: Any, dropout: float) -> NetConfig:

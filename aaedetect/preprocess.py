@@ -39,6 +39,7 @@ ID_LIKE_MIN_ROWS = 20
 NUMERIC_SHARE = 0.9
 #: Scaled values beyond +-SOFT_CLIP grow only logarithmically (see FeatureEncoder).
 SOFT_CLIP = 5.0
+SPELLINGS = ("text", "number", "boolean")
 
 
 @dataclass
@@ -220,12 +221,40 @@ class TabularPreprocessor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TabularPreprocessor":
-        return cls(
+        """Rebuild from ``to_dict``'s output, checking every type and range (the manifest may come
+        from anywhere); ValueError says what is wrong."""
+        pre = cls(
             numeric=[NumericColumn(**c) for c in data["numeric"]],
             categorical=[CategoricalColumn(**c) for c in data["categorical"]],
             dropped=list(data.get("dropped", [])),
-            clip=float(data["clip"]),
+            clip=data["clip"],
         )
+        pre._validate()
+        return pre
+
+    def _validate(self) -> None:
+        def number(value, what, positive=False):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+                    or (positive and value <= 0):
+                raise ValueError(f"{what} must be a finite{' positive' if positive else ''} number")
+
+        number(self.clip, "clip", positive=True)
+        names = []
+        for c in self.numeric:
+            if not isinstance(c.name, str) or not isinstance(c.indicator, bool):
+                raise ValueError(f"numeric column {c.name!r}: bad name or indicator")
+            number(c.center, f"numeric column {c.name!r}: center")
+            number(c.scale, f"numeric column {c.name!r}: scale", positive=True)
+            names.append(c.name)
+        for c in self.categorical:
+            if not isinstance(c.name, str) or not isinstance(c.has_missing, bool) \
+                    or c.spelling not in SPELLINGS or not isinstance(c.categories, list) \
+                    or not all(isinstance(v, str) for v in c.categories) \
+                    or len(set(c.categories)) != len(c.categories):
+                raise ValueError(f"categorical column {c.name!r}: malformed")
+            names.append(c.name)
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("the model's columns are missing or repeated")
 
 
 class InputReport:

@@ -70,6 +70,57 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+#: Operator domains an aaedetect graph uses: the standard ONNX operators only.
+_STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def verify_graph(data: bytes, where: str) -> None:
+    """Refuse an ONNX file that is not a plain aaedetect scoring graph.
+
+    The model directory may come from anywhere. A graph of standard operators cannot run code,
+    but ONNX can also point at external files (or, in onnxruntime, at memory addresses) for its
+    weights, and can call custom-operator domains: our graphs never do, so such a file is refused
+    before onnxruntime sees it.
+    """
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelFormatError(f"{where}: not a valid ONNX model ({type(exc).__name__})") from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)
+           for t in _all_tensors(model.graph)):
+        raise ModelFormatError(f"{where}: refers to external tensor data, which aaedetect graphs "
+                               f"never do; refusing it")
+    domains = {n.domain for n in model.graph.node} | {o.domain for o in model.opset_import}
+    odd = sorted(d for d in domains if d not in _STANDARD_DOMAINS)
+    if odd or len(model.functions):
+        raise ModelFormatError(f"{where}: uses operators outside standard ONNX "
+                               f"({', '.join(odd) or 'local functions'}); refusing it")
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if not set(inputs) <= {INPUT_NUMERIC, INPUT_CATEGORICAL} or outputs != list(OUTPUTS):
+        raise ModelFormatError(f"{where}: inputs {inputs} and outputs {outputs} are not those of an "
+                               f"aaedetect scoring graph")
+
+
+def _all_tensors(graph):
+    """Every tensor in a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
 def open_session(model: bytes | str, device: str = "auto", *, threads: int | None = None):
     """(session, provider used) for ``device`` in auto|cpu|cuda; logs the choice and the reason."""
     if device not in ("auto", "cpu", "cuda"):
@@ -143,8 +194,22 @@ class OnnxScorer(FrameScorer):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"{self.model_dir.path / 'manifest.json'}: malformed manifest "
                                    f"({type(exc).__name__}: {exc})") from None
-        self.session, self.provider = open_session(self.model_dir.read(ONNX_FILE), device, threads=threads)
+        data = self.model_dir.read(ONNX_FILE)
+        where = str(self.model_dir.path / ONNX_FILE)
+        verify_graph(data, where)
+        try:
+            self.session, self.provider = open_session(data, device, threads=threads)
+        except OptionError:
+            raise
+        except Exception as exc:  # onnxruntime's Fail/InvalidGraph/...: a graph it cannot run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFormatError(f"{where}: onnxruntime cannot load it ({first})") from None
         self.batch_rows = int(batch_rows or DEFAULT_BATCH_ROWS[self.provider])
+        expected = [n for n, cols in ((INPUT_NUMERIC, self.preprocessor.numeric),
+                                      (INPUT_CATEGORICAL, self.preprocessor.categorical)) if cols]
+        if [i.name for i in self.session.get_inputs()] != expected:
+            raise ModelFormatError(f"{self.model_dir.path / ONNX_FILE}: its inputs do not match the "
+                                   f"manifest's columns")
 
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         return run_session(self.session, numeric, categorical, batch_rows=self.batch_rows)

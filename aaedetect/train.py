@@ -25,6 +25,8 @@ logger = logging.getLogger("aaedetect")
 MIN_RELATIVE_IMPROVEMENT = 1e-3
 #: How often training may fall back to its best state with a halved learning rate after a NaN.
 MAX_RECOVERIES = 3
+#: A validation loss this many times the best so far counts as diverged ("exploding").
+EXPLODED = 1e3
 
 Progress = Callable[[int, int, dict], None]
 
@@ -153,16 +155,17 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
             steps += 1
 
         val = math.nan if diverged else validation_loss(aae, features, x_val)
-        if diverged or not math.isfinite(val):
+        exploded = math.isfinite(result.best_val_loss) and val > EXPLODED * result.best_val_loss
+        if diverged or not math.isfinite(val) or exploded:
             # Adversarial training can blow up: go back to the best state with smaller steps.
             result.recoveries += 1
             if result.recoveries > MAX_RECOVERIES:
-                raise TrainingError(f"training diverged (non-finite loss) {result.recoveries} times, "
+                raise TrainingError(f"training diverged (non-finite or exploding loss) {result.recoveries} times, "
                                     f"last at epoch {epoch}, even with the learning rate lowered to "
                                     f"{lr:.2g}; try a smaller --lr or --adv-weight")
             lr, disc_lr = lr / 2, disc_lr / 2
-            logger.warning("epoch %d: non-finite loss; restarting from epoch %d with learning rate %.2g",
-                           epoch, result.best_epoch, lr)
+            logger.warning("epoch %d: %s loss; going back to epoch %d with learning rate %.2g",
+                           epoch, "exploding" if exploded else "non-finite", result.best_epoch, lr)
             aae.load_state_dict(best_state)
             for opt, rate in ((opt_ae, lr), (opt_d, disc_lr)):
                 opt.state.clear()

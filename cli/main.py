@@ -8,6 +8,7 @@ torch is imported only by commands that train, so ``aaedetect score`` starts fas
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 
@@ -15,7 +16,7 @@ import click
 
 from aaedetect._version import __version__
 from aaedetect.config import DEVICES, defaults
-from aaedetect.errors import EXIT_CODES, AAEDetectError
+from aaedetect.errors import EXIT_CODES, AAEDetectError, ModelFormatError
 
 D = defaults()
 logger = logging.getLogger("aaedetect")
@@ -27,6 +28,7 @@ class Group(click.Group):
     def main(self, args=None, **kwargs):
         kwargs["standalone_mode"] = False
         debug = "--debug" in (sys.argv[1:] if args is None else args)
+        previous = _on_sigterm()
         try:
             rv = super().main(args, **kwargs)
         except click.exceptions.Exit as exc:
@@ -48,6 +50,9 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("error: terminated (SIGTERM); nothing was written", err=True)
+            sys.exit(143)
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): not an error of ours.
             sys.stderr.close()
@@ -58,7 +63,25 @@ class Group(click.Group):
             click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
                        f"(run again with --debug for the traceback, and please report it)", err=True)
             sys.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         sys.exit(rv or 0)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that temporary files and directories are cleaned up."""
+
+
+def _on_sigterm():
+    """Turn SIGTERM into :class:`Terminated`; returns the previous handler (None off the main thread)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+        return None
 
 
 def _one_line(text: str) -> str:
@@ -296,11 +319,37 @@ def info(model_dir, as_json, quiet, debug):
     from aaedetect.artifacts import ModelDir
 
     _setup_logging(quiet)
-    manifest = ModelDir(model_dir).manifest
+    # A damaged model is described as far as it can be, followed by everything wrong with it.
+    found = ModelDir(model_dir, verify_all=False)
+    problems = found.problems() + manifest_problems(found.manifest)
     if as_json:
-        click.echo(json.dumps(manifest, indent=2))
-        return
-    click.echo(describe(manifest))
+        click.echo(json.dumps(found.manifest, indent=2))
+    else:
+        try:
+            click.echo(describe(found.manifest))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            pass  # manifest_problems already says what is malformed
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s) above)" if len(problems) > 1 else ""
+        raise ModelFormatError(f"{found.path}: damaged model: {problems[0]}{more}")
+
+
+def manifest_problems(m: dict) -> list[str]:
+    """What would stop the manifest's contents from loading, one message each."""
+    from aaedetect.config import Options
+    from aaedetect.preprocess import TabularPreprocessor
+
+    problems = []
+    for key, check in (("options", lambda v: Options.from_dict(v)),
+                       ("preprocessing", lambda v: TabularPreprocessor.from_dict(v)),
+                       ("threshold", lambda v: float(v)), ("calibration", lambda v: v["recon"]["scale"])):
+        try:
+            check(m[key])
+        except (KeyError, TypeError, ValueError, AttributeError, AAEDetectError) as exc:
+            problems.append(f"manifest.json: {key!r} is missing or malformed ({type(exc).__name__}: {exc})")
+    return problems
 
 
 def describe(m: dict) -> str:
