@@ -110,7 +110,7 @@ class TableSource:
         first = block.splitlines()[0] if block.strip() else ""
         if not first.strip():
             raise DataError(f"{self.name}: the first line is empty; expected a header row")
-        header = next(csv.reader([first], delimiter=self.sep))
+        header = next(csv.reader(io.StringIO(block, newline=""), delimiter=self.sep))
         if len(header) == 1:
             for other in (";", "\t", "|", ","):
                 if other != self.sep and other in first:
@@ -124,8 +124,7 @@ class TableSource:
         return header
 
     def _csv_options(self):
-        read = pacsv.ReadOptions(column_names=self.header, skip_rows=1, block_size=4 << 20,
-                                 encoding="utf8")
+        read = pacsv.ReadOptions(block_size=4 << 20, encoding="utf8")
         parse = pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.header},
                                        strings_can_be_null=False, quoted_strings_can_be_null=False)

@@ -131,10 +131,14 @@ class TabularPreprocessor:
             self._drop(name, f"constant (every value is {finite[0]:g})")
             return
         center = float(np.median(finite))
-        q25, q75 = np.percentile(finite, [25, 75])
+        # Statistics of values divided by their largest magnitude: no overflow even near 1e308.
+        magnitude = float(np.max(np.abs(finite)))
+        unit = finite / magnitude
+        q25, q75 = np.percentile(unit, [25, 75])
         # 1.349 * sigma is the IQR of a normal distribution; fall back to the standard deviation for
         # columns that are mostly one value (IQR 0), such as rare event counts.
-        scale = float((q75 - q25) / 1.349) or float(np.std(finite))
+        scale = float((q75 - q25) / 1.349) or float(np.std(unit))
+        scale = scale * magnitude if scale * magnitude > 0 else 1.0  # 0 only if underflowing
         self.numeric.append(NumericColumn(name, center, scale, indicator=bool(np.isnan(values).any())))
 
     def _add_categorical(self, name: str, series: pd.Series, max_categories: int, forced: bool) -> None:

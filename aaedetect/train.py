@@ -164,8 +164,9 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
                                     f"last at epoch {epoch}, even with the learning rate lowered to "
                                     f"{lr:.2g}; try a smaller --lr or --adv-weight")
             lr, disc_lr = lr / 2, disc_lr / 2
-            logger.warning("epoch %d: %s loss; going back to epoch %d with learning rate %.2g",
-                           epoch, "exploding" if exploded else "non-finite", result.best_epoch, lr)
+            logger.warning("epoch %d: %s loss; going back to %s with learning rate %.2g", epoch,
+                           "exploding" if exploded else "non-finite",
+                           f"epoch {result.best_epoch}" if result.best_epoch else "the initial weights", lr)
             aae.load_state_dict(best_state)
             for opt, rate in ((opt_ae, lr), (opt_d, disc_lr)):
                 opt.state.clear()
@@ -187,6 +188,9 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
             result.stopped_early = True
             break
 
+    if result.best_epoch == 0:
+        raise TrainingError(f"no epoch of the {opts.max_epochs} ended with a finite loss; try a "
+                            f"smaller --lr or --adv-weight")
     aae.load_state_dict(best_state)
     aae.eval()
     result.seconds = time.perf_counter() - started
