@@ -17,6 +17,7 @@ from .errors import OptionError
 PRIOR_PATTERN = re.compile(r"^(gaussian|uniform|mixture:(\d+))$")
 DEVICES = ("auto", "cpu", "cuda")
 LATENT_SIGNALS = ("density", "discriminator")
+REGULARIZERS = ("adversarial", "mmd")
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,9 @@ class Options:
     hidden_dims: tuple[int, ...] | str = "auto"
     latent_dim: int | str = "auto"
     dropout: float = 0.0
-    # adversarial regularisation
+    # regularisation of the latent code
     prior: str = "gaussian"
+    regularizer: str = "adversarial"
     adv_weight: float = 0.01
     # training
     max_epochs: int = 100
@@ -77,6 +79,8 @@ class Options:
             fail("prior", "must be 'gaussian', 'uniform' or 'mixture:K' with K >= 2")
         if match.group(2) is not None and not 2 <= int(match.group(2)) <= 64:
             fail("prior", "mixture:K needs K from 2 to 64")
+        if self.regularizer not in REGULARIZERS:
+            fail("regularizer", f"must be one of {', '.join(REGULARIZERS)}")
         if not 0.0 <= _num(self.adv_weight) < 1.0:
             fail("adv_weight", "must be in [0, 1)")
         for name in ("max_epochs", "batch_size", "patience", "max_categories"):

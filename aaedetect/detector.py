@@ -60,7 +60,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, *, hidden_dims=_D["hidden_dims"], latent_dim=_D["latent_dim"],
-                 dropout=_D["dropout"], prior=_D["prior"], adv_weight=_D["adv_weight"],
+                 dropout=_D["dropout"], prior=_D["prior"], regularizer=_D["regularizer"],
+                 adv_weight=_D["adv_weight"],
                  max_epochs=_D["max_epochs"], batch_size=_D["batch_size"], lr=_D["lr"],
                  disc_lr=_D["disc_lr"], patience=_D["patience"],
                  validation_fraction=_D["validation_fraction"], latent_signal=_D["latent_signal"],
@@ -72,6 +73,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.latent_dim = latent_dim
         self.dropout = dropout
         self.prior = prior
+        self.regularizer = regularizer
         self.adv_weight = adv_weight
         self.max_epochs = max_epochs
         self.batch_size = batch_size

@@ -76,6 +76,23 @@ def cpu_threads_for(aae: AAE, device: torch.device):
             torch.set_num_threads(previous)
 
 
+def mmd_imq(z: torch.Tensor, z_prior: torch.Tensor, scales=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)) -> torch.Tensor:
+    """Unbiased MMD^2 between codes and prior samples with inverse multiquadratic kernels
+    k(a, b) = C / (C + |a - b|^2), summed over C = 2 * L * s for several scales s (as in the WAE
+    paper, Tolstikhin et al. 2018), so that no single bandwidth has to fit every table."""
+    n, dim = z.shape
+    d_zz = torch.cdist(z, z).pow(2)  # (B, B)
+    d_pp = torch.cdist(z_prior, z_prior).pow(2)
+    d_zp = torch.cdist(z, z_prior).pow(2)
+    off_diag = 1.0 - torch.eye(n, device=z.device)
+    total = z.new_zeros(())
+    for s in scales:
+        c = 2.0 * dim * s
+        same = ((c / (c + d_zz)) * off_diag).sum() + ((c / (c + d_pp)) * off_diag).sum()
+        total = total + same / (n * (n - 1)) - 2.0 * (c / (c + d_zp)).mean()
+    return total
+
+
 def reconstruction_loss(features: FeatureEncoder, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Mean over rows of the mean per-column error (the same errors the score sums)."""
     return features.column_errors(x, out).mean()
@@ -101,6 +118,7 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
     """
     device = x_train.device
     lam = opts.adv_weight
+    mmd = opts.regularizer == "mmd"
     lr, disc_lr = opts.lr, opts.disc_lr
     ae_params = list(aae.encoder.parameters()) + list(aae.decoder.parameters())
     opt_ae = torch.optim.Adam(ae_params, lr=lr, betas=(0.5, 0.999))
@@ -126,17 +144,23 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
                 continue
             xb = x_train[idx]  # (B, D)
 
-            # 1. generator step: reconstruct, and fool the discriminator with the sampled code
+            # 1. generator step: reconstruct, and pull the codes towards the prior: by fooling the
+            #    discriminator (AAE), or by the MMD between codes and prior samples (WAE-MMD)
             mu, logvar = aae.encoder(xb)
             z = aae.encoder.reparameterize(mu, logvar)  # (B, L)
             recon = reconstruction_loss(features, xb, aae.decoder(z))
-            fooled = F.binary_cross_entropy_with_logits(aae.discriminator(z), torch.ones(len(xb), device=device))
+            if mmd:
+                fooled = mmd_imq(z, aae.prior.sample(len(xb)).to(device))
+            else:
+                fooled = F.binary_cross_entropy_with_logits(aae.discriminator(z), torch.ones(len(xb), device=device))
             loss_g = (1.0 - lam) * recon + lam * fooled
             opt_ae.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_ae.step()
 
-            # 2. discriminator step: prior samples are "real", encoded codes are "fake"
+            # 2. discriminator step: prior samples are "real", encoded codes are "fake". With MMD the
+            #    discriminator does not shape the codes, but it still learns the density ratio that
+            #    the latent score uses.
             z_real = aae.prior.sample(len(xb)).to(device)
             d_real = aae.discriminator(z_real)
             d_fake = aae.discriminator(z.detach())

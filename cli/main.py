@@ -141,6 +141,9 @@ def _default(name: str) -> str:
               help="Treat column COL as categories even if it holds numbers. Repeatable.")
 @click.option("--prior", default=None, metavar="NAME",
               help=f"Latent prior: gaussian, uniform or mixture:K.  [default: {_default('prior')}]")
+@click.option("--regularizer", type=click.Choice(["adversarial", "mmd"]), default=None,
+              help="How codes are pulled towards the prior: 'adversarial' (the AAE's discriminator) "
+                   f"or 'mmd' (WAE-MMD).  [default: {_default('regularizer')}]")
 @click.option("--epochs", "max_epochs", type=int, default=None,
               help=f"Most training epochs (early stopping may end sooner).  [default: {_default('max_epochs')}]")
 @click.option("--patience", type=int, default=None,
@@ -151,7 +154,7 @@ def _default(name: str) -> str:
 @click.option("--disc-lr", type=float, default=None,
               help=f"Learning rate of the discriminator.  [default: {_default('disc_lr')}]")
 @click.option("--adv-weight", type=float, default=None,
-              help=f"Weight of the adversarial term against reconstruction, in [0, 1).  [default: {_default('adv_weight')}]")
+              help=f"Weight of the regularizer (adversarial or MMD) against reconstruction, in [0, 1).  [default: {_default('adv_weight')}]")
 @click.option("--latent-dim", default=None, metavar="N|auto",
               help=f"Size of the latent code.  [default: {_default('latent_dim')}]")
 @click.option("--hidden-dims", default=None, metavar="H1,H2|auto",

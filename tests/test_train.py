@@ -84,3 +84,34 @@ def test_small_networks_train_on_one_thread_and_restore_the_setting(table):
     AAEDetector(**FAST).fit(table, progress=lambda *a: seen.append(torch.get_num_threads()))
     assert set(seen) == {1}
     assert torch.get_num_threads() == before
+
+
+def test_mmd_tells_distributions_apart():
+    import torch
+
+    torch.manual_seed(0)
+    same = train.mmd_imq(torch.randn(256, 4), torch.randn(256, 4))
+    shifted = train.mmd_imq(torch.randn(256, 4) + 1.5, torch.randn(256, 4))
+    assert abs(same.item()) < 0.01 < shifted.item()
+
+
+def codes_vs_prior(det, table):
+    """MMD between the training rows' sampled codes and prior samples."""
+    import torch
+
+    num, cat = det.preprocessor_.transform(table)
+    graph = det.graph_
+    with torch.no_grad():
+        torch.manual_seed(1)
+        mu, logvar = graph.aae.encoder(graph.features(torch.from_numpy(num), torch.from_numpy(cat)))
+        z = graph.aae.encoder.reparameterize(mu, logvar)
+        return train.mmd_imq(z, graph.aae.prior.sample(len(z))).item()
+
+
+@pytest.mark.parametrize("regularizer", ["mmd", "adversarial"])
+def test_regularizers_pull_the_codes_towards_the_prior(table, regularizer):
+    options = {**FAST, "max_epochs": 30, "patience": 100, "regularizer": regularizer}
+    free = AAEDetector(**options, adv_weight=0.0).fit(table)
+    pulled = AAEDetector(**options, adv_weight=0.5).fit(table)
+    assert codes_vs_prior(pulled, table) < 0.5 * codes_vs_prior(free, table)
+    assert np.isfinite(pulled.score(table)[["anomaly_score", "latent_score"]].to_numpy()).all()
