@@ -119,41 +119,42 @@ def test_planted_files_are_refused_clearly(planted_dirs, how, engine, message, c
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
 
 
-def test_onnx_with_external_data_is_refused(model_dir, tmp_path):
+def tampered_graph(model_dir, tmp_path, edit):
+    """A copy of the model whose model.onnx was changed by ``edit(onnx_model)`` and vouched for."""
     import onnx
-
-    from aaedetect.errors import ModelFormatError
-    from aaedetect.runtime import OnnxScorer
 
     copy = tmp_path / "m"
     shutil.copytree(model_dir, copy)
     graph = onnx.load(str(copy / "model.onnx"))
+    edit(graph)
+    (copy / "model.onnx").write_bytes(graph.SerializeToString())
+    vouch(copy, "model.onnx")
+    return copy
+
+
+def point_at_external_file(graph):
+    import onnx
+
     tensor = graph.graph.initializer[0]
     tensor.ClearField("raw_data")
     tensor.data_location = onnx.TensorProto.EXTERNAL
     entry = tensor.external_data.add()
     entry.key, entry.value = "location", "../../../../etc/passwd"
-    (copy / "model.onnx").write_bytes(graph.SerializeToString())
-    vouch(copy, "model.onnx")
-    with pytest.raises(ModelFormatError, match="external tensor data"):
-        OnnxScorer(copy)
 
 
-def test_onnx_with_custom_operators_is_refused(model_dir, tmp_path):
-    import onnx
+def use_custom_operator(graph):
+    graph.graph.node[0].domain = "com.evil"
+    graph.opset_import.add(domain="com.evil", version=1)
 
+
+@pytest.mark.parametrize("edit,message", [(point_at_external_file, "external tensor data"),
+                                          (use_custom_operator, "outside standard ONNX")])
+def test_unusual_onnx_graphs_are_refused(model_dir, tmp_path, edit, message):
     from aaedetect.errors import ModelFormatError
     from aaedetect.runtime import OnnxScorer
 
-    copy = tmp_path / "m"
-    shutil.copytree(model_dir, copy)
-    graph = onnx.load(str(copy / "model.onnx"))
-    graph.graph.node[0].domain = "com.evil"
-    graph.opset_import.add(domain="com.evil", version=1)
-    (copy / "model.onnx").write_bytes(graph.SerializeToString())
-    vouch(copy, "model.onnx")
-    with pytest.raises(ModelFormatError, match="outside standard ONNX"):
-        OnnxScorer(copy)
+    with pytest.raises(ModelFormatError, match=message):
+        OnnxScorer(tampered_graph(model_dir, tmp_path, edit))
 
 
 def test_hostile_network_sizes_are_refused_before_allocation(model_dir, tmp_path):
