@@ -18,12 +18,16 @@ PRIOR_PATTERN = re.compile(r"^(gaussian|uniform|mixture:(\d+))$")
 DEVICES = ("auto", "cpu", "cuda")
 LATENT_SIGNALS = ("density", "discriminator")
 REGULARIZERS = ("adversarial", "mmd")
+SCALINGS = ("standard", "robust")
 
 
 @dataclass(frozen=True)
 class Options:
     """Everything that decides how a model is built, trained and calibrated."""
 
+    # input
+    scaling: str = "standard"
+    noise: float = 0.1
     # network
     hidden_dims: tuple[int, ...] | str = "auto"
     latent_dim: int | str = "auto"
@@ -66,6 +70,10 @@ class Options:
         def fail(name: str, why: str) -> None:
             raise OptionError(f"option {name}={getattr(self, name)!r}: {why}")
 
+        if self.scaling not in SCALINGS:
+            fail("scaling", f"must be one of {', '.join(SCALINGS)}")
+        if not 0.0 <= _num(self.noise) <= 10.0:
+            fail("noise", "must be in [0, 10]")
         if self.hidden_dims != "auto":
             dims = self.hidden_dims
             if not (isinstance(dims, tuple) and len(dims) == 2 and all(_is_int(d) and d > 0 for d in dims)):
@@ -93,8 +101,8 @@ class Options:
             fail("validation_fraction", "must be in [0.01, 0.5]")
         if self.latent_signal not in LATENT_SIGNALS:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
-        if not 0.0 <= _num(self.latent_weight) <= 1.0:
-            fail("latent_weight", "must be in [0, 1]")
+        if not 0.0 <= _num(self.latent_weight) <= 10.0:
+            fail("latent_weight", "must be in [0, 10]")
         if not 0.0 < _num(self.fpr) < 1.0:
             fail("fpr", "must be in (0, 1)")
         if self.device not in DEVICES:

@@ -59,7 +59,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     ``aaedetect fit --help``; ``verbose`` > 0 logs one line per epoch.
     """
 
-    def __init__(self, *, hidden_dims=_D["hidden_dims"], latent_dim=_D["latent_dim"],
+    def __init__(self, *, scaling=_D["scaling"], noise=_D["noise"],
+                 hidden_dims=_D["hidden_dims"], latent_dim=_D["latent_dim"],
                  dropout=_D["dropout"], prior=_D["prior"], regularizer=_D["regularizer"],
                  adv_weight=_D["adv_weight"],
                  max_epochs=_D["max_epochs"], batch_size=_D["batch_size"], lr=_D["lr"],
@@ -69,6 +70,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  fpr=_D["fpr"], categorical=_D["categorical"], exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
+        self.scaling = scaling
+        self.noise = noise
         self.hidden_dims = hidden_dims
         self.latent_dim = latent_dim
         self.dropout = dropout
@@ -105,7 +108,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             raise DataError(f"data: {n} rows; training needs at least "
                             f"{MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS}")
         pre = TabularPreprocessor.fit(df, categorical=opts.categorical, exclude=opts.exclude,
-                                      max_categories=opts.max_categories)
+                                      max_categories=opts.max_categories, scaling=opts.scaling)
         numeric, categorical = pre.transform(df)
         seed = (opts.random_state if opts.random_state is not None
                 else int(np.random.SeedSequence().generate_state(1)[0]))

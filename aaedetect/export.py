@@ -134,7 +134,8 @@ def probe_rows(pre: TabularPreprocessor, n: int = 512, seed: int = 0) -> tuple[n
     rng = np.random.default_rng(seed)
     center = np.array([c.center for c in pre.numeric])
     scale = np.array([c.scale for c in pre.numeric])
-    numeric = center + scale * rng.standard_normal((n, len(pre.numeric))) * rng.choice([0.5, 1, 3, 20], (n, 1))
+    with np.errstate(over="ignore", invalid="ignore"):  # a column with a huge spread may overflow: fine
+        numeric = center + scale * rng.standard_normal((n, len(pre.numeric))) * rng.choice([0.5, 1, 3, 20], (n, 1))
     if len(pre.numeric):
         numeric[rng.random(numeric.shape) < 0.05] = np.nan
         numeric[0] = np.inf

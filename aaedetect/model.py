@@ -58,7 +58,7 @@ class NetConfig:
 def size_network(n_inputs: int, hidden_dims: Any, latent_dim: Any, dropout: float) -> NetConfig:
     """Layer widths sized to the table unless given: wide enough for the encoded input, narrowing."""
     if hidden_dims == "auto":
-        h1 = min(512, max(64, 2 ** math.ceil(math.log2(2 * n_inputs))))
+        h1 = min(512, max(64, 2 ** math.ceil(math.log2(4 * n_inputs))))
         hidden = (h1, max(32, h1 // 2))
     else:
         hidden = tuple(int(h) for h in hidden_dims)
@@ -225,7 +225,7 @@ class ScoringGraph(nn.Module):
     - calibration (``aaedetect.scoring.fit_calibration``): each part becomes a robust z-score
       fitted on held-out normal rows, of ``log(raw + offset)`` for parts that are positive and
       skewed (recon, -log D), of ``raw`` for a log-density;
-      ``anomaly_score = (1 - w) * recon_score + w * latent_score``.
+      ``anomaly_score = recon_score + w * max(latent_score, 0)``.
     """
 
     def __init__(self, features: FeatureEncoder, aae: AAE, latent_signal: str = "density",
@@ -264,7 +264,9 @@ class ScoringGraph(nn.Module):
             latent_raw = torch.log(latent_raw + self.latent_offset)
         recon = (recon_raw - self.recon_center) / self.recon_scale
         latent = (latent_raw - self.latent_center) / self.latent_scale
-        anomaly = (1.0 - self.latent_weight) * recon + self.latent_weight * latent
+        # The latent part only adds evidence: a code more typical than usual (z < 0) does not make
+        # a row look more normal, as anomalies the encoder maps near the prior's centre would.
+        anomaly = recon + self.latent_weight * torch.relu(latent)
         return anomaly, recon, latent, errors
 
 

@@ -88,9 +88,12 @@ class TabularPreprocessor:
     # ------------------------------------------------------------------ fit
     @classmethod
     def fit(cls, df: pd.DataFrame, *, categorical: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-            max_categories: int = 100, source: str = "data", first_line: int | None = 2
-            ) -> "TabularPreprocessor":
-        """Decide each column's kind and fit its encoding state on ``df`` (typed, as read)."""
+            max_categories: int = 100, scaling: str = "standard", source: str = "data",
+            first_line: int | None = 2) -> "TabularPreprocessor":
+        """Decide each column's kind and fit its encoding state on ``df`` (typed or text).
+
+        ``scaling``: "standard" (mean and standard deviation) or "robust" (median and IQR / 1.349).
+        """
         check_unique_columns(df, source)
         for name in (*categorical, *exclude):
             if name not in df.columns:
@@ -110,7 +113,7 @@ class TabularPreprocessor:
             if n_present and n_bad <= (1 - NUMERIC_SHARE) * n_present and n_bad < n_present:
                 if n_bad:
                     raise _bad_number(source, name, series, bad, first_line, hint=True)
-                pre._add_numeric(name, values)
+                pre._add_numeric(name, values, scaling)
             else:
                 pre._add_categorical(name, series, max_categories, forced=False)
         if not pre.numeric and not pre.categorical:
@@ -122,7 +125,7 @@ class TabularPreprocessor:
         self.dropped.append({"column": name, "reason": reason})
         logger.warning("column %r left out: %s", name, reason)
 
-    def _add_numeric(self, name: str, values: np.ndarray) -> None:
+    def _add_numeric(self, name: str, values: np.ndarray, scaling: str) -> None:
         finite = values[np.isfinite(values)]
         if finite.size == 0:
             self._drop(name, "no finite values")
@@ -130,14 +133,18 @@ class TabularPreprocessor:
         if np.unique(finite).size < 2:
             self._drop(name, f"constant (every value is {finite[0]:g})")
             return
-        center = float(np.median(finite))
         # Statistics of values divided by their largest magnitude: no overflow even near 1e308.
         magnitude = float(np.max(np.abs(finite)))
         unit = finite / magnitude
-        q25, q75 = np.percentile(unit, [25, 75])
-        # 1.349 * sigma is the IQR of a normal distribution; fall back to the standard deviation for
-        # columns that are mostly one value (IQR 0), such as rare event counts.
-        scale = float((q75 - q25) / 1.349) or float(np.std(unit))
+        if scaling == "standard":
+            center, scale = float(np.mean(unit)), float(np.std(unit))
+        else:
+            center = float(np.median(unit))
+            q25, q75 = np.percentile(unit, [25, 75])
+            # 1.349 sigma is the IQR of a normal distribution; fall back to the standard deviation
+            # for columns that are mostly one value (IQR 0), such as rare event counts.
+            scale = float((q75 - q25) / 1.349) or float(np.std(unit))
+        center *= magnitude
         scale = scale * magnitude if scale * magnitude > 0 else 1.0  # 0 only if underflowing
         self.numeric.append(NumericColumn(name, center, scale, indicator=bool(np.isnan(values).any())))
 

@@ -146,7 +146,8 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
 
             # 1. generator step: reconstruct, and pull the codes towards the prior: by fooling the
             #    discriminator (AAE), or by the MMD between codes and prior samples (WAE-MMD)
-            mu, logvar = aae.encoder(xb)
+            noisy = xb + opts.noise * torch.randn_like(xb) if opts.noise else xb  # denoising
+            mu, logvar = aae.encoder(noisy)
             z = aae.encoder.reparameterize(mu, logvar)  # (B, L)
             recon = reconstruction_loss(features, xb, aae.decoder(z))
             if mmd:

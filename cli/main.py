@@ -139,6 +139,12 @@ def _default(name: str) -> str:
               help="Leave column COL out (ids, labels, timestamps). Repeatable.")
 @click.option("--categorical", multiple=True, metavar="COL",
               help="Treat column COL as categories even if it holds numbers. Repeatable.")
+@click.option("--scaling", type=click.Choice(["standard", "robust"]), default=None,
+              help="Numeric scaling: 'standard' (mean, standard deviation) or 'robust' (median, "
+                   f"IQR).  [default: {_default('scaling')}]")
+@click.option("--noise", type=float, default=None,
+              help="Standard deviation of the noise added to the encoder's input in training "
+                   f"(denoising); 0 turns it off.  [default: {_default('noise')}]")
 @click.option("--prior", default=None, metavar="NAME",
               help=f"Latent prior: gaussian, uniform or mixture:K.  [default: {_default('prior')}]")
 @click.option("--regularizer", type=click.Choice(["adversarial", "mmd"]), default=None,
@@ -169,7 +175,8 @@ def _default(name: str) -> str:
                    "encoded data (prior density corrected by the discriminator); 'discriminator' "
                    f"is -log D(z).  [default: {_default('latent_signal')}]")
 @click.option("--latent-weight", type=float, default=None,
-              help=f"Weight of latent_score in anomaly_score (the rest is recon_score).  [default: {_default('latent_weight')}]")
+              help="anomaly_score = recon_score + WEIGHT * max(latent_score, 0); 0 scores by "
+                   f"reconstruction alone.  [default: {_default('latent_weight')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True,

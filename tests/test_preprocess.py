@@ -24,8 +24,14 @@ def test_kinds_and_left_out_columns(table, caplog):
     assert "'id' left out" in caplog.text and "'const' left out" in caplog.text
 
 
+def test_standard_scaling_state(table):
+    a = fit(table).numeric[0]
+    assert a.center == pytest.approx(table["a"].mean())
+    assert a.scale == pytest.approx(table["a"].std(ddof=0))
+
+
 def test_robust_scaling_state(table):
-    pre = fit(table)
+    pre = fit(table, scaling="robust")
     a = pre.numeric[0]
     assert a.center == pytest.approx(np.median(table["a"]))
     q25, q75 = np.percentile(table["a"], [25, 75])
@@ -37,8 +43,15 @@ def test_robust_scaling_state(table):
 def test_zero_iqr_falls_back_to_std():
     values = np.zeros(100)
     values[:3] = [1.0, 2.0, 5.0]
-    pre = fit(pd.DataFrame({"x": values, "y": np.arange(100.0)}))
+    pre = fit(pd.DataFrame({"x": values, "y": np.arange(100.0)}), scaling="robust")
     assert pre.numeric[0].scale == pytest.approx(np.std(values))
+
+
+def test_statistics_do_not_overflow_near_the_largest_doubles():
+    values = np.array([1.7e308, -1.7e308, 1e308, 0.0] * 10)
+    for scaling in ("standard", "robust"):
+        col = fit(pd.DataFrame({"x": values}), scaling=scaling).numeric[0]
+        assert np.isfinite(col.center) and np.isfinite(col.scale) and col.scale > 0
 
 
 def test_exclude_and_forced_categorical(table):

@@ -26,7 +26,9 @@ def test_scores_match_the_torch_engine(model_dir, fitted, table):
 def test_batches_write_into_one_buffer(model_dir, table):
     big = OnnxScorer(model_dir, device="cpu", batch_rows=65536).score(table)
     small = OnnxScorer(model_dir, device="cpu", batch_rows=7).score(table)
-    pd.testing.assert_frame_equal(big, small)
+    # the same rows give the same scores whatever the batch; float32 kernels may sum in another
+    # order for another batch shape, so the last bits may differ, and no more
+    pd.testing.assert_frame_equal(big, small, check_exact=False, rtol=1e-5, atol=1e-6)
 
 
 def test_empty_table(model_dir, table):
