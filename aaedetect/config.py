@@ -37,7 +37,7 @@ class Options:
     regularizer: str = "adversarial"
     adv_weight: float = 0.01
     # training
-    max_epochs: int = 100
+    max_epochs: int | str = "auto"  # see epochs_for
     batch_size: int = 256
     lr: float = 1e-3
     disc_lr: float = 2e-4
@@ -91,7 +91,9 @@ class Options:
             fail("regularizer", f"must be one of {', '.join(REGULARIZERS)}")
         if not 0.0 <= _num(self.adv_weight) < 1.0:
             fail("adv_weight", "must be in [0, 1)")
-        for name in ("max_epochs", "batch_size", "patience", "max_categories"):
+        if self.max_epochs != "auto" and not (_is_int(self.max_epochs) and self.max_epochs >= 1):
+            fail("max_epochs", "must be 'auto' or a positive integer")
+        for name in ("batch_size", "patience", "max_categories"):
             if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 fail(name, "must be a positive integer")
         for name in ("lr", "disc_lr"):
@@ -149,3 +151,18 @@ def _num(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
     return float(value) if math.isfinite(value) else math.nan
+
+
+#: "auto" epochs: at most this many, and no more than it takes to pass this many rows through
+#: the network (large tables learn in fewer epochs: each epoch already holds many steps).
+AUTO_MAX_EPOCHS = 100
+AUTO_MIN_EPOCHS = 10
+AUTO_ROW_BUDGET = 2_500_000
+
+
+def epochs_for(max_epochs: int | str, n_rows: int) -> int:
+    """The most epochs to train on ``n_rows`` training rows: ``max_epochs`` itself, or for "auto"
+    100 up to 25,000 rows, then fewer (2.5 million row passes), never fewer than 10."""
+    if max_epochs != "auto":
+        return int(max_epochs)
+    return max(AUTO_MIN_EPOCHS, min(AUTO_MAX_EPOCHS, -(-AUTO_ROW_BUDGET // max(n_rows, 1))))

@@ -219,7 +219,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             "threshold": self.threshold_,
             "training": {
                 "rows": self.n_rows_["train"], "validation_rows": self.n_rows_["validation"],
-                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "max_epochs": result.max_epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
                 "recoveries": result.recoveries, "seconds": round(result.seconds, 3),
                 "device": str(self.device_), "torch_version": torch.__version__,

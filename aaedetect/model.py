@@ -210,6 +210,12 @@ class AAE(nn.Module):
         self.prior = prior
 
 
+#: Most robust units the latent part adds (times ``latent_weight``) to the anomaly score. On the
+#: benchmark, 20 keeps thyroid's large latent evidence (F1 0.80 -> 0.78, 0.48 from reconstruction
+#: alone) while KDDCUP's tail of ordinary rows with z of 50+ no longer swamps it (F1 0.95 -> 0.98).
+LATENT_CAP = 20.0
+
+
 class ScoringGraph(nn.Module):
     """Raw arrays -> calibrated scores: the one scoring path, for torch and for the ONNX export.
 
@@ -225,7 +231,7 @@ class ScoringGraph(nn.Module):
     - calibration (``aaedetect.scoring.fit_calibration``): each part becomes a robust z-score
       fitted on held-out normal rows, of ``log(raw + offset)`` for parts that are positive and
       skewed (recon, -log D), of ``raw`` for a log-density;
-      ``anomaly_score = recon_score + w * max(latent_score, 0)``.
+      ``anomaly_score = recon_score + w * clip(latent_score, 0, LATENT_CAP)``.
     """
 
     def __init__(self, features: FeatureEncoder, aae: AAE, latent_signal: str = "density",
@@ -266,7 +272,10 @@ class ScoringGraph(nn.Module):
         latent = (latent_raw - self.latent_center) / self.latent_scale
         # The latent part only adds evidence: a code more typical than usual (z < 0) does not make
         # a row look more normal, as anomalies the encoder maps near the prior's centre would.
-        anomaly = recon + self.latent_weight * torch.relu(latent)
+        # And its evidence saturates: a log-density z-score is unbounded, and where normal codes
+        # are packed tightly (KDDCUP) ordinary rows reach z of 50 and would drown the
+        # reconstruction; capped, the latent part can tip a row over but never outvote it.
+        anomaly = recon + self.latent_weight * torch.clamp(latent, 0.0, LATENT_CAP)
         return anomaly, recon, latent, errors
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import Options
+from .config import Options, epochs_for
 from .errors import TrainingError
 from .model import AAE, FeatureEncoder
 
@@ -35,6 +35,7 @@ Progress = Callable[[int, int, dict], None]
 class TrainResult:
     """What happened in training, for the manifest and ``aaedetect info``."""
 
+    max_epochs: int = 0
     epochs_run: int = 0
     best_epoch: int = 0
     best_val_loss: float = math.inf
@@ -131,7 +132,8 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
     stale = 0
     started = time.perf_counter()
     epoch = 0
-    while epoch < opts.max_epochs:
+    max_epochs = result.max_epochs = epochs_for(opts.max_epochs, n)
+    while epoch < max_epochs:
         epoch += 1
         aae.train()
         order = torch.randperm(n).to(device)
@@ -208,13 +210,13 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
         else:
             stale += 1
         if progress is not None:
-            progress(epoch, opts.max_epochs, record)
+            progress(epoch, max_epochs, record)
         if stale >= opts.patience:
             result.stopped_early = True
             break
 
     if result.best_epoch == 0:
-        raise TrainingError(f"no epoch of the {opts.max_epochs} ended with a finite loss; try a "
+        raise TrainingError(f"no epoch of the {max_epochs} ended with a finite loss; try a "
                             f"smaller --lr or --adv-weight")
     aae.load_state_dict(best_state)
     aae.eval()

@@ -150,8 +150,9 @@ def _default(name: str) -> str:
 @click.option("--regularizer", type=click.Choice(["adversarial", "mmd"]), default=None,
               help="How codes are pulled towards the prior: 'adversarial' (the AAE's discriminator) "
                    f"or 'mmd' (WAE-MMD).  [default: {_default('regularizer')}]")
-@click.option("--epochs", "max_epochs", type=int, default=None,
-              help=f"Most training epochs (early stopping may end sooner).  [default: {_default('max_epochs')}]")
+@click.option("--epochs", "max_epochs", default=None, metavar="N|auto",
+              help="Most training epochs (early stopping may end sooner); 'auto' is 100, fewer "
+                   f"on tables over 25,000 rows (at least 10).  [default: {_default('max_epochs')}]")
 @click.option("--patience", type=int, default=None,
               help=f"Stop after this many epochs without validation improvement.  [default: {_default('patience')}]")
 @click.option("--batch-size", type=int, default=None, help=f"Rows per step.  [default: {_default('batch_size')}]")
@@ -175,7 +176,7 @@ def _default(name: str) -> str:
                    "encoded data (prior density corrected by the discriminator); 'discriminator' "
                    f"is -log D(z).  [default: {_default('latent_signal')}]")
 @click.option("--latent-weight", type=float, default=None,
-              help="anomaly_score = recon_score + WEIGHT * max(latent_score, 0); 0 scores by "
+              help="anomaly_score = recon_score + WEIGHT * clip(latent_score, 0, 20); 0 scores by "
                    f"reconstruction alone.  [default: {_default('latent_weight')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
@@ -196,9 +197,9 @@ def fit(data, model_dir, force, sep, quiet, debug, **options):
 
     _setup_logging(quiet)
     options = {k: v for k, v in options.items() if v not in (None, ())}
-    for name in ("latent_dim",):
+    for name, flag in (("latent_dim", "--latent-dim"), ("max_epochs", "--epochs")):
         if name in options and options[name] != "auto":
-            options[name] = _parse_int(options[name], "--latent-dim")
+            options[name] = _parse_int(options[name], flag)
     if "hidden_dims" in options and options["hidden_dims"] != "auto":
         options["hidden_dims"] = tuple(_parse_int(h, "--hidden-dims") for h in options["hidden_dims"].split(","))
     show = not quiet and sys.stderr.isatty()

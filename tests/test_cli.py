@@ -1,5 +1,6 @@
 """The command line, through click's runner and once as a real process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,12 @@ def test_warnings_are_counted_over_the_whole_file(cli_model, tmp_path):
     assert sorted(warnings) == [
         f"warning: {data}: column 'a' has 1 infinite value(s); scored as beyond any training value",
         f"warning: {data}: column 'kind' has 10 value(s) not seen in training"]
+
+
+def test_epochs_auto_is_resolved_from_the_table_and_recorded(tmp_path, csv_file):
+    result = run("fit", csv_file, "-o", tmp_path / "m", "--epochs", "auto", "--patience", 1)
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["options"]["max_epochs"] == "auto"
+    assert manifest["training"]["max_epochs"] == 100  # a small table: the full 100
+    assert manifest["training"]["epochs_run"] < 100   # patience 1 stops it long before

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from aaedetect.config import Options, defaults
+from aaedetect.config import Options, defaults, epochs_for
 from aaedetect.errors import OptionError
 
 
@@ -18,7 +18,7 @@ def test_defaults_are_valid_and_round_trip():
     ("latent_weight", 11.0), ("latent_weight", -1), ("scaling", "minmax"), ("noise", -0.1), ("adv_weight", 1.0), ("dropout", -0.1), ("device", "tpu"),
     ("validation_fraction", 0.9), ("hidden_dims", (16,)), ("hidden_dims", (16, -2)),
     ("latent_dim", 0), ("latent_dim", "big"), ("random_state", -1), ("max_categories", 0),
-    ("latent_signal", "magic"), ("max_epochs", True),
+    ("latent_signal", "magic"), ("max_epochs", True), ("max_epochs", "many"),
 ])
 def test_bad_values_are_refused_with_the_option_named(name, value):
     with pytest.raises(OptionError, match=name):
@@ -43,3 +43,13 @@ def test_unknown_option_in_manifest():
 def test_mixture_components():
     assert Options(prior="mixture:5").mixture_components == 5
     assert Options().mixture_components == 0
+
+
+@pytest.mark.parametrize("n_rows,epochs", [(1, 100), (25_000, 100), (25_001, 100), (50_000, 50),
+                                           (178_534, 15), (250_000, 10), (10_000_000, 10)])
+def test_auto_epochs_shrink_on_large_tables_but_not_below_ten(n_rows, epochs):
+    assert epochs_for("auto", n_rows) == epochs
+
+
+def test_explicit_epochs_are_kept_whatever_the_table():
+    assert epochs_for(3, 10_000_000) == 3 and epochs_for(500, 10) == 500
