@@ -371,9 +371,10 @@ def describe(m: dict) -> str:
         f"on {m.get('created', '?')})",
         f"input columns the model uses ({len(pre['numeric']) + len(pre['categorical'])}):",
     ]
+    center = "median" if m["options"].get("scaling") == "robust" else "mean"
     for c in pre["numeric"]:
         extra = ", may be missing" if c["indicator"] else ""
-        lines.append(f"  {c['name']:<24} numeric (median {c['center']:.4g}, scale {c['scale']:.4g}{extra})")
+        lines.append(f"  {c['name']:<24} numeric ({center} {c['center']:.4g}, scale {c['scale']:.4g}{extra})")
     for c in pre["categorical"]:
         shown = ", ".join(c["categories"][:5]) + (", ..." if len(c["categories"]) > 5 else "")
         lines.append(f"  {c['name']:<24} categorical, {len(c['categories'])} categories ({shown})")
