@@ -28,7 +28,7 @@ from .errors import AAEDetectError, DataError, ModelFormatError, TrainingError
 from .model import AAE, FeatureEncoder, NetConfig, ScoringGraph, size_network
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
-from .runtime import OUTPUTS
+from .runtime import ONNX_FILE, OUTPUTS
 from .scoring import FrameScorer, fit_calibration, threshold_for_fpr
 from .train import TrainResult, cpu_threads_for, resolve_device, train_aae
 
@@ -41,7 +41,6 @@ MIN_TRAIN_ROWS = 16
 #: Rows per forward pass when scoring with torch (cache-sized on CPU, like the ONNX path).
 SCORE_BATCH_ROWS = 16_384
 WEIGHTS = "weights.npz"
-ONNX_FILE = "model.onnx"
 
 _D = defaults()
 
@@ -244,7 +243,6 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     def export_onnx(self, *, opset: int | None = None) -> tuple[bytes, dict[str, Any]]:
         """(ONNX model bytes, its manifest entry): exported, checked, and verified against torch."""
         from .export import DEFAULT_OPSET, check_parity, export_onnx, input_names, probe_rows
-        from .runtime import OUTPUTS
 
         self._check_fitted()
         opset = opset or DEFAULT_OPSET
@@ -360,13 +358,12 @@ def _as_frame(X) -> pd.DataFrame:
 def _batched(fn, numeric: np.ndarray, categorical: np.ndarray, device: torch.device) -> list[np.ndarray]:
     """``fn(num, cat)`` (the graph, or its ``raw_parts``) over batches of rows; each output
     concatenated as a numpy array."""
-    parts: list[list[np.ndarray]] = []
+    batches = []
     for start in range(0, max(len(numeric), 1), SCORE_BATCH_ROWS):
         num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + SCORE_BATCH_ROWS])).to(device)
         cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + SCORE_BATCH_ROWS])).to(device)
-        outs = [o.cpu().numpy() for o in fn(num, cat)]
-        parts = [[o] for o in outs] if not parts else [p + [o] for p, o in zip(parts, outs)]
-    return [np.concatenate(p) for p in parts]
+        batches.append([o.cpu().numpy() for o in fn(num, cat)])
+    return [np.concatenate(outputs) for outputs in zip(*batches)]
 
 
 def _log_progress(epoch: int, max_epochs: int, record: dict) -> None:

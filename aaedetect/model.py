@@ -71,9 +71,9 @@ def size_network(n_inputs: int, hidden_dims: Any, latent_dim: Any, dropout: floa
 class FeatureEncoder(nn.Module):
     """Raw columns -> network input, identically in training, torch scoring and the ONNX graph.
 
-    Numeric: ``(x - center) / scale`` in float64, missing -> 0 (the center: mean or median), then soft clipping:
-    beyond +-clip a value grows like ``clip + log1p(|z| - clip)``, so extreme values stay extreme
-    but finite and cannot swamp training. Columns that had missing values in training get a 0/1
+    Numeric: ``(x - center) / scale`` in float64, missing -> 0 (the center: mean or median), then
+    soft clipping: beyond +-clip a value grows like ``clip + log1p(|z| - clip)``, so extreme values
+    stay extreme but finite and cannot swamp training. Columns that had missing values in training get a 0/1
     indicator. Categorical codes become one-hot groups.
     """
 

@@ -64,7 +64,8 @@ def export_file(model_dir: str | os.PathLike, output: str | os.PathLike | None =
     Returns (path written, the ONNX manifest entry).
     """
     from .artifacts import ModelDir, write_model_dir
-    from .detector import ONNX_FILE, AAEDetector
+    from .detector import AAEDetector
+    from .runtime import ONNX_FILE
 
     # The graph being replaced may be missing or damaged: export is also how to repair it.
     detector = AAEDetector.load(model_dir, device="cpu", ignore=(ONNX_FILE,))

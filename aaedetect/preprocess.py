@@ -272,7 +272,8 @@ class InputReport:
     """Counts of tolerated oddities in scored rows, by column, logged once as warnings."""
 
     MESSAGES = {
-        "missing": "{n:,} missing value(s), none seen in training; imputed with the training center (mean, or median with robust scaling)",
+        "missing": "{n:,} missing value(s), none seen in training; imputed with the training "
+                   "center (mean, or median with robust scaling)",
         "infinite": "{n:,} infinite value(s); scored as beyond any training value",
         "unseen": "{n:,} value(s) not seen in training",
     }

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import ModelDir
+from .config import DEVICES
 from .errors import ModelFormatError, OptionError
 from .preprocess import TabularPreprocessor
 from .scoring import FrameScorer
@@ -26,11 +27,12 @@ ONNX_FILE = "model.onnx"
 INPUT_NUMERIC = "numeric"
 INPUT_CATEGORICAL = "categorical"
 OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "feature_errors")
-#: Rows per onnxruntime call. On CPU, batches that stay in cache score fastest (benchmarks/speed.py:
-#: 16,384 rows ~470k rows/s, 65,536 rows ~380k rows/s on 2 cores); a GPU wants larger ones.
-DEFAULT_BATCH_ROWS = {"CPUExecutionProvider": 16_384, "CUDAExecutionProvider": 65_536}
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+#: Rows per onnxruntime call. On CPU, batches that stay in cache score fastest (benchmarks/speed.py,
+#: 2 cores, a 512/256 network: 16,384 rows ~222k rows/s, 65,536 rows ~185k rows/s); a GPU wants
+#: larger ones.
+DEFAULT_BATCH_ROWS = {CPU: 16_384, CUDA: 65_536}
 
 
 def _ort():
@@ -123,8 +125,8 @@ def _all_tensors(graph):
 
 def open_session(model: bytes | str, device: str = "auto", *, threads: int | None = None):
     """(session, provider used) for ``device`` in auto|cpu|cuda; logs the choice and the reason."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise OptionError(f"device {device!r}: must be auto, cpu or cuda")
+    if device not in DEVICES:
+        raise OptionError(f"device {device!r}: must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
     if device == "cpu":
         session = make_session(model, [CPU], threads=threads)
         logger.info("scoring with onnxruntime on CPU (--device cpu)")

@@ -15,7 +15,7 @@ import traceback
 import click
 
 from aaedetect._version import __version__
-from aaedetect.config import DEVICES, defaults
+from aaedetect.config import DEVICES, REGULARIZERS, SCALINGS, defaults
 from aaedetect.errors import EXIT_CODES, AAEDetectError, ModelFormatError
 
 D = defaults()
@@ -139,7 +139,7 @@ def _default(name: str) -> str:
               help="Leave column COL out (ids, labels, timestamps). Repeatable.")
 @click.option("--categorical", multiple=True, metavar="COL",
               help="Treat column COL as categories even if it holds numbers. Repeatable.")
-@click.option("--scaling", type=click.Choice(["standard", "robust"]), default=None,
+@click.option("--scaling", type=click.Choice(SCALINGS), default=None,
               help="Numeric scaling: 'standard' (mean, standard deviation) or 'robust' (median, "
                    f"IQR).  [default: {_default('scaling')}]")
 @click.option("--noise", type=float, default=None,
@@ -147,7 +147,7 @@ def _default(name: str) -> str:
                    f"(denoising); 0 turns it off.  [default: {_default('noise')}]")
 @click.option("--prior", default=None, metavar="NAME",
               help=f"Latent prior: gaussian, uniform or mixture:K.  [default: {_default('prior')}]")
-@click.option("--regularizer", type=click.Choice(["adversarial", "mmd"]), default=None,
+@click.option("--regularizer", type=click.Choice(REGULARIZERS), default=None,
               help="How codes are pulled towards the prior: 'adversarial' (the AAE's discriminator) "
                    f"or 'mmd' (WAE-MMD).  [default: {_default('regularizer')}]")
 @click.option("--epochs", "max_epochs", default=None, metavar="N|auto",
