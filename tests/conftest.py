@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "datasets" / "demo"
 #: Few epochs: these fixtures test plumbing, not detection quality.
 FAST = dict(max_epochs=4, batch_size=64, random_state=0)
+#: Folder of the shared benchmark CSVs; tests that need it are skipped without it.
+SHARED_DATA = os.environ.get("AAEDETECT_DATA")
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA, reason="set AAEDETECT_DATA to a folder of benchmark CSVs (e.g. ../shared/datasets)")
 
 
 def make_table(n: int = 300, seed: int = 0) -> pd.DataFrame:

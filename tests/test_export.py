@@ -1,6 +1,5 @@
 """The ONNX graph: structure, checker, and parity with the torch model."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from aaedetect import AAEDetector
 from aaedetect.export import export_onnx, parity_error, probe_rows, torch_outputs
 from aaedetect.runtime import make_session, run_session
-from conftest import DEMO, FAST
+from conftest import DEMO, FAST, SHARED_DATA, needs_shared_data
 
 #: The issue's bar: ONNX and torch scores agree to 1e-5 (normwise relative error per output).
 PARITY = 1e-5
@@ -89,13 +88,10 @@ def test_demo_parity():
     assert parity_error(torch_outputs(det.graph_, numeric, categorical), got) <= PARITY
 
 
-SHARED = os.environ.get("AAEDETECT_DATA")
-
-
-@pytest.mark.skipif(not SHARED, reason="set AAEDETECT_DATA to a folder of benchmark CSVs (e.g. ../shared/datasets)")
+@needs_shared_data
 @pytest.mark.parametrize("name", ["cardio", "satellite"])
 def test_shared_dataset_parity(name):
-    df = pd.read_csv(Path(SHARED) / f"{name}.csv.gz")
+    df = pd.read_csv(Path(SHARED_DATA) / f"{name}.csv.gz")
     X = df.drop(columns="label")
     det = AAEDetector(max_epochs=10, random_state=0).fit(X[df["label"] == 0])
     numeric, categorical = det.preprocessor_.transform(X)

@@ -7,17 +7,15 @@ skipped otherwise. The floors sit a little under the 3-seed figures of benchmark
 """
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA, needs_shared_data
 from sklearn.metrics import roc_auc_score
 
 from aaedetect import AAEDetector
 
-SHARED = os.environ.get("AAEDETECT_DATA")
-pytestmark = pytest.mark.skipif(
-    not SHARED, reason="set AAEDETECT_DATA to a folder of benchmark CSVs (e.g. ../shared/datasets)")
+pytestmark = needs_shared_data
 
 # The benchmark's own split and metrics (it imports PyOD only for its PyOD peers), so that these
 # floors measure exactly what benchmarks/quality.py reports.
@@ -29,7 +27,7 @@ _spec.loader.exec_module(bench)
 
 def split(name: str, seed: int = 0):
     """(train frame, test frame, test labels) of one shared dataset, as the benchmark splits it."""
-    df, y = bench.load_dataset(Path(SHARED) / f"{name}.csv.gz")
+    df, y = bench.load_dataset(Path(SHARED_DATA) / f"{name}.csv.gz")
     train, test = bench.novelty_split(y, seed)
     return df.iloc[train], df.iloc[test], y[test]
 
