@@ -26,7 +26,9 @@ from typing import Any
 from .errors import ModelFormatError, PathError
 
 FORMAT_NAME = "aaedetect-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Version 1 (development builds before the neighbour part) is no longer read.
+OLDEST_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: The largest manifest we read: a manifest is small; a huge one is not ours.
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -205,6 +207,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                                f"reads ({FORMAT_VERSION}); upgrade aaedetect")
     if version < 1:
         raise ModelFormatError(f"{file}: unknown format version {version}")
+    if version < OLDEST_FORMAT_VERSION:
+        raise ModelFormatError(f"{file}: format version {version} was written by a development "
+                               f"build of aaedetect before {OLDEST_FORMAT_VERSION}; fit the model again")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(
             isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)

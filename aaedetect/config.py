@@ -46,6 +46,7 @@ class Options:
     # scoring
     latent_signal: str = "density"
     latent_weight: float = 0.25
+    neighbor_weight: float = 2.0
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -105,6 +106,8 @@ class Options:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
         if not 0.0 <= _num(self.latent_weight) <= 10.0:
             fail("latent_weight", "must be in [0, 10]")
+        if not 0.0 <= _num(self.neighbor_weight) <= 10.0:
+            fail("neighbor_weight", "must be in [0, 10]")
         if not 0.0 < _num(self.fpr) < 1.0:
             fail("fpr", "must be in (0, 1)")
         if self.device not in DEVICES:

@@ -25,7 +25,7 @@ from . import artifacts
 from ._version import __version__
 from .config import Options, defaults
 from .errors import AAEDetectError, DataError, ModelFormatError, TrainingError
-from .model import AAE, FeatureEncoder, NetConfig, ScoringGraph, size_network
+from .model import NEIGHBOR_BANK_ROWS, AAE, FeatureEncoder, NetConfig, Neighbors, ScoringGraph, size_network
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .runtime import ONNX_FILE, OUTPUTS
@@ -38,9 +38,11 @@ logger = logging.getLogger("aaedetect")
 MIN_VALIDATION_ROWS = 8
 #: Fewest rows left to train on.
 MIN_TRAIN_ROWS = 16
-#: Rows per forward pass when scoring with torch (cache-sized on CPU, like the ONNX path).
-SCORE_BATCH_ROWS = 16_384
+#: Rows per forward pass when scoring with torch (as the ONNX path on CPU: see runtime).
+SCORE_BATCH_ROWS = 4_096
 WEIGHTS = "weights.npz"
+#: Prefix of the neighbour part's reference rows among the arrays in ``weights.npz``.
+NEIGHBOR_KEY = "neighbors."
 
 _D = defaults()
 
@@ -65,7 +67,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  max_epochs=_D["max_epochs"], batch_size=_D["batch_size"], lr=_D["lr"],
                  disc_lr=_D["disc_lr"], patience=_D["patience"],
                  validation_fraction=_D["validation_fraction"], latent_signal=_D["latent_signal"],
-                 latent_weight=_D["latent_weight"],
+                 latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
                  fpr=_D["fpr"], categorical=_D["categorical"], exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
@@ -85,6 +87,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.latent_signal = latent_signal
         self.latent_weight = latent_weight
+        self.neighbor_weight = neighbor_weight
         self.fpr = fpr
         self.categorical = categorical
         self.exclude = exclude
@@ -133,11 +136,17 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             with cpu_threads_for(aae, device):
                 result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
 
-        graph = ScoringGraph(features, aae, opts.latent_signal).eval()
-        recon_raw, latent_raw, _ = _batched(graph.raw_parts, numeric[val_idx], categorical[val_idx], device)
+        neighbors = None
+        if opts.neighbor_weight > 0:
+            neighbors = _neighbor_bank(aae, x, train_idx, seed)
+        graph = ScoringGraph(features, aae, opts.latent_signal, neighbors=neighbors).eval()
+        recon_raw, latent_raw, near_x, near_h, _ = _batched(graph.raw_parts, numeric[val_idx],
+                                                           categorical[val_idx], device)
         calibration = fit_calibration(recon_raw, latent_raw, latent_log=graph.latent_log,
-                                      latent_weight=opts.latent_weight)
-        graph = ScoringGraph(features, aae, opts.latent_signal, calibration).eval()
+                                      latent_weight=opts.latent_weight,
+                                      neighbor_raw=None if neighbors is None else (near_x, near_h),
+                                      neighbor_weight=opts.neighbor_weight)
+        graph = ScoringGraph(features, aae, opts.latent_signal, calibration, neighbors).eval()
         val_scores = _batched(graph, numeric[val_idx], categorical[val_idx], device)[0]
         if not np.isfinite(val_scores).all():
             raise TrainingError("training ended with a model whose scores are not finite; try a "
@@ -256,6 +265,9 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     def _weights_bytes(self) -> bytes:
         buffer = io.BytesIO()
         state = {k: v.detach().cpu().numpy() for k, v in self.graph_.aae.state_dict().items()}
+        if self.graph_.neighbors is not None:
+            state.update({NEIGHBOR_KEY + k: v.detach().cpu().numpy()
+                          for k, v in self.graph_.neighbors.state_dict().items()})
         np.savez(buffer, **state)
         return buffer.getvalue()
 
@@ -289,8 +301,15 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                 raise ValueError(f"the network takes {cfg.n_inputs} features, the columns give "
                                  f"{features.n_features}")
             aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim))
+            banks = {k[len(NEIGHBOR_KEY):]: state.pop(k) for k in list(state) if k.startswith(NEIGHBOR_KEY)}
             aae.load_state_dict(state, strict=True)
-            graph = ScoringGraph(features, aae, opts.latent_signal, calibration).eval()
+            neighbors = None
+            if float(calibration["neighbor_weight"]) > 0 or banks:
+                neighbors = Neighbors(banks["x_bank"], banks["h_bank"])
+                if neighbors.x_bank.shape[1] != cfg.n_inputs or neighbors.h_bank.shape[1] != cfg.hidden[1]:
+                    raise ModelFormatError(f"{model_dir.path / WEIGHTS}: the neighbour rows do not "
+                                           f"match the manifest's network")
+            graph = ScoringGraph(features, aae, opts.latent_signal, calibration, neighbors).eval()
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
         except RuntimeError as exc:
@@ -364,6 +383,20 @@ def _batched(fn, numeric: np.ndarray, categorical: np.ndarray, device: torch.dev
         cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + SCORE_BATCH_ROWS])).to(device)
         batches.append([o.cpu().numpy() for o in fn(num, cat)])
     return [np.concatenate(outputs) for outputs in zip(*batches)]
+
+
+@torch.no_grad()
+def _neighbor_bank(aae: AAE, x: torch.Tensor, train_idx: np.ndarray, seed: int) -> Neighbors:
+    """The neighbour part's reference rows: the training rows (a seeded sample of at most
+    ``NEIGHBOR_BANK_ROWS``), encoded, and their encoder hidden layer."""
+    rows = train_idx
+    if len(rows) > NEIGHBOR_BANK_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, NEIGHBOR_BANK_ROWS, replace=False))
+    aae.eval()
+    bank_x = x[torch.from_numpy(rows).to(x.device)]
+    bank_h = torch.cat([aae.encoder.body(bank_x[i:i + SCORE_BATCH_ROWS])
+                        for i in range(0, len(bank_x), SCORE_BATCH_ROWS)])
+    return Neighbors(bank_x, bank_h)
 
 
 def _log_progress(epoch: int, max_epochs: int, record: dict) -> None:

@@ -216,6 +216,48 @@ class AAE(nn.Module):
 LATENT_CAP = 20.0
 
 
+#: Most training rows kept as the neighbour part's reference set (a seeded sample of more).
+NEIGHBOR_BANK_ROWS = 4096
+#: Neighbours whose distances are averaged (PyOD's and scikit-learn's default for kNN detectors).
+NEIGHBORS = 5
+#: Squared distances below this are rounding (a distance of 1e-5 standardized units): 0.
+SAME_ROW_D2 = 1e-10
+
+
+def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean Euclidean distance (B,) from each query row (B, F) to its ``k`` nearest bank rows (M, F).
+
+    |q - b|^2 = |q|^2 - 2 q.b + |b|^2 (one matrix product) in float64: in float32 the cancellation
+    leaves noise of ~1e-3 in the distance of a row to itself, enough for torch and onnxruntime to
+    disagree. Squared distances under ``SAME_ROW_D2`` count as 0: the same row, whose float32
+    encoding differs between torch and onnxruntime by rounding. The result is float32 like the
+    other parts.
+    """
+    query, bank = query.double(), bank.double()
+    d2 = (query * query).sum(1, keepdim=True) - 2.0 * query @ bank.T + (bank * bank).sum(1)  # (B, M)
+    nearest = torch.topk(d2, k, dim=1, largest=False).values  # (B, k)
+    nearest = torch.where(nearest < SAME_ROW_D2, torch.zeros_like(nearest), nearest)
+    return nearest.sqrt().mean(1).float()
+
+
+class Neighbors(nn.Module):
+    """Reference rows for the neighbour part, in two spaces: the encoded input the autoencoder
+    reads, and the encoder's last hidden layer (the representation it learnt). Plain float arrays,
+    saved in ``weights.npz`` beside the networks."""
+
+    def __init__(self, x_bank: torch.Tensor, h_bank: torch.Tensor):
+        super().__init__()
+        if x_bank.ndim != 2 or h_bank.ndim != 2 or len(x_bank) != len(h_bank) or len(x_bank) < 1:
+            raise ValueError("neighbour banks must be two non-empty tables with as many rows")
+        self.register_buffer("x_bank", x_bank.float())
+        self.register_buffer("h_bank", h_bank.float())
+        self.k = min(NEIGHBORS, len(x_bank))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (mean_neighbor_distance(x, self.x_bank, self.k),
+                mean_neighbor_distance(h, self.h_bank, self.k))
+
+
 class ScoringGraph(nn.Module):
     """Raw arrays -> calibrated scores: the one scoring path, for torch and for the ONNX export.
 
@@ -228,59 +270,87 @@ class ScoringGraph(nn.Module):
       samples from codes has logit(mu) = log p(mu) - log q(mu) at its optimum, so
       -log q(mu) = -log p(mu) + logit(mu).
       ``discriminator``: -log D(mu), the discriminator's verdict alone.
+    - neighbour part (when the graph has ``neighbors``): the mean distance to the ``NEIGHBORS``
+      nearest training rows, in the encoded input and in the encoder's last hidden layer. The
+      autoencoder models the shape of normal data; distance to the nearest normal rows sees what
+      it smooths over: rows on that shape but where normal rows are sparse.
     - calibration (``aaedetect.scoring.fit_calibration``): each part becomes a robust z-score
       fitted on held-out normal rows, of ``log(raw + offset)`` for parts that are positive and
-      skewed (recon, -log D), of ``raw`` for a log-density;
-      ``anomaly_score = recon_score + w * clip(latent_score, 0, LATENT_CAP)``.
+      skewed (recon, -log D, distances), of ``raw`` for a log-density;
+      ``neighbor_score`` is the mean of its two spaces' z-scores, and
+      ``anomaly_score = recon_score + w_l * clip(latent_score, 0, LATENT_CAP) + w_n * neighbor_score``.
     """
 
     def __init__(self, features: FeatureEncoder, aae: AAE, latent_signal: str = "density",
-                 calibration: dict[str, Any] | None = None):
+                 calibration: dict[str, Any] | None = None, neighbors: Neighbors | None = None):
         super().__init__()
         if latent_signal not in LATENT_SIGNALS:
             raise ValueError(f"latent_signal must be one of {LATENT_SIGNALS}")
         self.features = features
         self.aae = aae
         self.latent_signal = latent_signal
+        self.neighbors = neighbors
         cal = calibration or identity_calibration(latent_signal)
-        self.recon_log = bool(cal["recon"]["log"])
-        self.latent_log = bool(cal["latent"]["log"])
-        for part in ("recon", "latent"):
+        self.logged = {part: bool(cal[part]["log"]) for part in CALIBRATED_PARTS}
+        for part in CALIBRATED_PARTS:
             for key in ("center", "scale", "offset"):
                 self.register_buffer(f"{part}_{key}", torch.tensor(float(cal[part][key])))
         self.register_buffer("latent_weight", torch.tensor(float(cal["latent_weight"])))
+        self.register_buffer("neighbor_weight", torch.tensor(float(cal["neighbor_weight"])))
 
-    def raw_parts(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(recon_raw (B,), latent_raw (B,), column errors (B, C)) before calibration."""
+    @property
+    def latent_log(self) -> bool:
+        return self.logged["latent"]
+
+    def raw_parts(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(recon_raw, latent_raw, neighbor_x_raw, neighbor_h_raw (B,) each, column errors (B, C))
+        before calibration; the neighbour distances are zeros when the graph has no neighbours."""
         x = self.features(num, cat)  # (B, D)
-        mu, _ = self.aae.encoder(x)  # (B, L)
+        h = self.aae.encoder.body(x)  # (B, H)
+        mu = self.aae.encoder.mu(h)  # (B, L)
         errors = self.features.column_errors(x, self.aae.decoder(mu))  # (B, C)
         logit = self.aae.discriminator(mu)  # (B,)
         if self.latent_signal == "density":
             latent_raw = logit - self.aae.prior.log_prob(mu)
         else:
             latent_raw = F.softplus(-logit)  # -log sigmoid(logit) = -log D(mu)
-        return errors.sum(1), latent_raw, errors
+        if self.neighbors is not None:
+            near_x, near_h = self.neighbors(x, h)
+        else:
+            near_x = near_h = torch.zeros_like(latent_raw)
+        return errors.sum(1), latent_raw, near_x, near_h, errors
+
+    def _z(self, part: str, raw: torch.Tensor) -> torch.Tensor:
+        if self.logged[part]:
+            raw = torch.log(raw + getattr(self, f"{part}_offset"))
+        return (raw - getattr(self, f"{part}_center")) / getattr(self, f"{part}_scale")
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor):
-        recon_raw, latent_raw, errors = self.raw_parts(num, cat)
-        if self.recon_log:
-            recon_raw = torch.log(recon_raw + self.recon_offset)
-        if self.latent_log:
-            latent_raw = torch.log(latent_raw + self.latent_offset)
-        recon = (recon_raw - self.recon_center) / self.recon_scale
-        latent = (latent_raw - self.latent_center) / self.latent_scale
+        recon_raw, latent_raw, near_x, near_h, errors = self.raw_parts(num, cat)
+        recon = self._z("recon", recon_raw)
+        latent = self._z("latent", latent_raw)
+        if self.neighbors is not None:
+            neighbor = 0.5 * (self._z("neighbor_x", near_x) + self._z("neighbor_h", near_h))
+        else:
+            neighbor = torch.zeros_like(recon)
         # The latent part only adds evidence: a code more typical than usual (z < 0) does not make
         # a row look more normal, as anomalies the encoder maps near the prior's centre would.
         # And its evidence saturates: a log-density z-score is unbounded, and where normal codes
         # are packed tightly (KDDCUP) ordinary rows reach z of 50 and would drown the
         # reconstruction; capped, the latent part can tip a row over but never outvote it.
-        anomaly = recon + self.latent_weight * torch.clamp(latent, 0.0, LATENT_CAP)
-        return anomaly, recon, latent, errors
+        anomaly = (recon + self.latent_weight * torch.clamp(latent, 0.0, LATENT_CAP)
+                   + self.neighbor_weight * neighbor)
+        return anomaly, recon, latent, neighbor, errors
+
+
+#: The score parts that calibration turns into robust z-scores.
+CALIBRATED_PARTS = ("recon", "latent", "neighbor_x", "neighbor_h")
 
 
 def identity_calibration(latent_signal: str) -> dict[str, Any]:
     """Calibration that leaves the (possibly logged) raw parts as they are."""
-    return {"recon": {"center": 0.0, "scale": 1.0, "log": True, "offset": 1e-6},
-            "latent": {"center": 0.0, "scale": 1.0, "log": latent_signal == "discriminator", "offset": 1e-6},
-            "latent_weight": 0.5}
+    logged = {"recon": True, "latent": latent_signal == "discriminator", "neighbor_x": True,
+              "neighbor_h": True}
+    return {**{part: {"center": 0.0, "scale": 1.0, "log": log, "offset": 1e-6}
+               for part, log in logged.items()},
+            "latent_weight": 0.5, "neighbor_weight": 1.0}

@@ -26,13 +26,13 @@ logger = logging.getLogger("aaedetect")
 ONNX_FILE = "model.onnx"
 INPUT_NUMERIC = "numeric"
 INPUT_CATEGORICAL = "categorical"
-OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "feature_errors")
+OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-#: Rows per onnxruntime call. On CPU, batches that stay in cache score fastest (benchmarks/speed.py,
-#: 2 cores, a 512/256 network: 16,384 rows ~222k rows/s, 65,536 rows ~185k rows/s); a GPU wants
-#: larger ones.
-DEFAULT_BATCH_ROWS = {CPU: 16_384, CUDA: 65_536}
+#: Rows per onnxruntime call. The neighbour part compares each row with up to 4,096 reference
+#: rows, so a batch holds a (rows x 4,096) distance table per space: 64 MB at 4,096 rows. On CPU,
+#: batches that stay near the cache score fastest (benchmarks/speed.py); a GPU wants larger ones.
+DEFAULT_BATCH_ROWS = {CPU: 4_096, CUDA: 16_384}
 
 
 def _ort():
@@ -145,7 +145,7 @@ def open_session(model: bytes | str, device: str = "auto", *, threads: int | Non
 
 
 def run_session(session, numeric: np.ndarray | None, categorical: np.ndarray | None,
-                *, batch_rows: int = 16_384) -> dict[str, np.ndarray]:
+                *, batch_rows: int = DEFAULT_BATCH_ROWS[CPU]) -> dict[str, np.ndarray]:
     """Run the scoring graph over all rows in batches; outputs are written in place into one
     preallocated array each (no per-batch allocation, no concatenation)."""
     inputs = {i.name: i for i in session.get_inputs()}
@@ -179,7 +179,7 @@ class OnnxScorer(FrameScorer):
     ----------
     model_dir : path of a model directory written by ``aaedetect fit``.
     device : ``"auto"`` (CUDA when a working NVIDIA GPU is found, else CPU), ``"cpu"`` or ``"cuda"``.
-    batch_rows : rows per onnxruntime call (default: 16,384 on CPU, 65,536 on CUDA).
+    batch_rows : rows per onnxruntime call (default: 4,096 on CPU, 16,384 on CUDA).
     threads : onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
     """
 

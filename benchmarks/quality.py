@@ -54,7 +54,7 @@ from sklearn.svm import OneClassSVM
 
 SKIP_BY_DEFAULT = ("kddcup99_10pct",)
 #: aaedetect's score parts, reported beside its anomaly_score (same fit, other output column).
-SCORE_PARTS = ("recon", "latent")
+SCORE_PARTS = ("recon", "latent", "neighbor")
 #: Datasets evaluated with the label flipped (DAGMM protocol for KDDCUP99).
 FLIPPED = ("kddcup99_10pct",)
 PEERS = ("iforest", "ocsvm", "lof", "knn", "ae", "vae", "deepsvdd")

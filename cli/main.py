@@ -176,8 +176,13 @@ def _default(name: str) -> str:
                    "encoded data (prior density corrected by the discriminator); 'discriminator' "
                    f"is -log D(z).  [default: {_default('latent_signal')}]")
 @click.option("--latent-weight", type=float, default=None,
-              help="anomaly_score = recon_score + WEIGHT * clip(latent_score, 0, 20); 0 scores by "
-                   f"reconstruction alone.  [default: {_default('latent_weight')}]")
+              help="Weight of the latent part: anomaly_score = recon_score + WEIGHT * "
+                   "clip(latent_score, 0, 20) + NEIGHBOR_WEIGHT * neighbor_score; 0 leaves it out.  "
+                   f"[default: {_default('latent_weight')}]")
+@click.option("--neighbor-weight", type=float, default=None,
+              help="Weight of the neighbour part (distance to the nearest training rows); 0 leaves "
+                   "it out, and the model keeps no training rows.  "
+                   f"[default: {_default('neighbor_weight')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True,
@@ -263,7 +268,7 @@ class _EpochBar:
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Rows read and scored at a time (bounds memory).")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=None,
-              help="Rows per onnxruntime call within a chunk.  [default: 16384 on CPU, 65536 on CUDA]")
+              help="Rows per onnxruntime call within a chunk.  [default: 4096 on CPU, 16384 on CUDA]")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
 @common
 def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, sep, quiet, debug):
@@ -387,7 +392,7 @@ def describe(m: dict) -> str:
         f"training: {t['rows']:,} rows, {t['validation_rows']:,} held out; {t['epochs_run']} epochs, "
         f"best {t['best_epoch']} (val loss {t['best_val_loss']:.4g}); {t['seconds']}s on {t['device']}; "
         f"seed {m['seed']}",
-        f"options: prior {o['prior']}, adv weight {o['adv_weight']}, latent weight {o['latent_weight']}, "
+        f"options: prior {o['prior']}, adv weight {o['adv_weight']}, latent weight {o['latent_weight']}, neighbor weight {o.get('neighbor_weight', 0)}, "
         f"lr {o['lr']}, batch {o['batch_size']}",
         f"threshold: {m['threshold']:.4f} (anomaly_score above it is flagged; fpr {o['fpr']} on held-out rows)",
         f"files: {', '.join(m['files'])}",

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from aaedetect_cli.main import main
 
 DATA, PATH = 3, 5
-SCORES = ["anomaly_score", "recon_score", "latent_score"]
+SCORES = ["anomaly_score", "recon_score", "latent_score", "neighbor_score"]
 
 
 def good_rows(n: int = 60) -> str:
@@ -100,7 +100,7 @@ def test_score(name, tmp_path, model):
     if expected == "ok":
         assert result.exit_code == 0, result.stderr
         scored = pd.read_csv(out)
-        assert list(scored.columns[-4:]) == [*SCORES, "is_anomaly"]
+        assert list(scored.columns[-5:]) == [*SCORES, "is_anomaly"]
         assert len(scored) == content.count(b"\n") - 1
         assert np.isfinite(scored[SCORES].to_numpy(dtype=float)).all()
         return

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from aaedetect_cli.main import main
 
-SCORES = ["anomaly_score", "recon_score", "latent_score", "is_anomaly"]
+SCORES = ["anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly"]
 
 
 def run(*args, input=None):
@@ -98,7 +98,7 @@ def test_score_to_parquet_with_labels(cli_model, csv_file, tmp_path):
     result = run("score", data, "-m", cli_model, "-o", out, "--label", "label", "--chunk-rows", 64)
     assert result.exit_code == 0, result.stderr
     scored = pd.read_parquet(out)
-    assert len(scored) == 300 and list(scored.columns[-4:]) == SCORES
+    assert len(scored) == 300 and list(scored.columns[-5:]) == SCORES
     assert "against column 'label': anomalies 30, auroc" in result.stderr
 
 

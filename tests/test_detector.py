@@ -8,7 +8,7 @@ from aaedetect import AAEDetector, load
 from aaedetect.errors import DataError, OptionError
 from conftest import DEMO, FAST
 
-SCORE_COLUMNS = ["anomaly_score", "recon_score", "latent_score", "is_anomaly"]
+SCORE_COLUMNS = ["anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly"]
 
 
 def test_fit_returns_self_and_sets_fitted_state(table):
@@ -160,3 +160,46 @@ def test_demo_defaults_reach_auroc():
     flagged = out["is_anomaly"] == 1
     assert flagged[test["label"] == 1].mean() >= 0.6
     assert flagged[test["label"] == 0].mean() <= 0.05
+
+
+def test_neighbor_part_sees_rows_far_from_every_training_row(table):
+    """A gap in the data: rows inside the training range but where no normal row lies."""
+    rng = np.random.default_rng(0)
+    # Normal rows come from two tight clusters; the probe rows sit halfway between them.
+    a = np.concatenate([rng.normal(-3, 0.2, 400), rng.normal(3, 0.2, 400)])
+    normal = pd.DataFrame({"a": a, "b": a + rng.normal(0, 0.05, 800)})
+    det = AAEDetector(**FAST).fit(normal)
+    gap = pd.DataFrame({"a": np.zeros(20), "b": np.zeros(20)})
+    scored, reference = det.score(gap), det.score(normal)
+    assert scored["neighbor_score"].min() > reference["neighbor_score"].quantile(0.99)
+    # Training rows have themselves among their neighbours.
+    assert reference["neighbor_score"].median() < 0
+
+
+def test_neighbor_bank_is_a_seeded_sample_of_the_training_rows(table, monkeypatch, tmp_path):
+    import aaedetect.detector as D
+
+    monkeypatch.setattr(D, "NEIGHBOR_BANK_ROWS", 50)
+    det = AAEDetector(**FAST).fit(table)
+    bank = det.graph_.neighbors
+    assert bank.x_bank.shape == (50, det.net_config_.n_inputs)
+    assert bank.h_bank.shape == (50, det.net_config_.hidden[1])
+    again = AAEDetector(**FAST).fit(table)
+    assert np.array_equal(bank.x_bank.numpy(), again.graph_.neighbors.x_bank.numpy())
+    det.save(tmp_path / "m")
+    with np.load(tmp_path / "m" / "weights.npz") as weights:
+        assert weights["neighbors.x_bank"].shape == (50, det.net_config_.n_inputs)
+    pd.testing.assert_frame_equal(load(tmp_path / "m").score(table), det.score(table))
+
+
+def test_neighbor_weight_zero_keeps_no_training_rows(table, tmp_path):
+    det = AAEDetector(**FAST, neighbor_weight=0).fit(table)
+    assert det.graph_.neighbors is None
+    out = det.score(table)
+    assert (out["neighbor_score"] == 0).all()
+    np.testing.assert_allclose(out["anomaly_score"], out["recon_score"] + 0.25 * out["latent_score"].clip(0, 20),
+                               rtol=1e-5, atol=1e-5)
+    det.save(tmp_path / "m")
+    with np.load(tmp_path / "m" / "weights.npz") as weights:
+        assert not [k for k in weights.files if k.startswith("neighbors.")]
+    pd.testing.assert_frame_equal(load(tmp_path / "m").score(table), out)

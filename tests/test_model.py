@@ -130,16 +130,43 @@ def test_scoring_graph_is_deterministic_and_calibrated(pre, table, signal):
     aae = M.AAE(cfg, GaussianPrior(cfg.latent_dim))
     num, cat = pre.transform(table)
     num, cat = torch.from_numpy(num), torch.from_numpy(cat)
-    graph = M.ScoringGraph(fe, aae, signal).eval()
-    recon_raw, latent_raw, _ = graph.raw_parts(num, cat)
-    cal = scoring.fit_calibration(recon_raw.detach().numpy(), latent_raw.detach().numpy(),
-                                  latent_log=graph.latent_log, latent_weight=0.25)
-    graph = M.ScoringGraph(fe, aae, signal, cal).eval()
     with torch.no_grad():
-        a1, r1, l1, e1 = graph(num, cat)
+        x = fe(num, cat)
+        bank = M.Neighbors(x[::2], aae.encoder.body(x[::2]))
+    graph = M.ScoringGraph(fe, aae, signal, neighbors=bank).eval()
+    with torch.no_grad():
+        recon_raw, latent_raw, near_x, near_h, _ = graph.raw_parts(num, cat)
+    cal = scoring.fit_calibration(recon_raw.numpy(), latent_raw.numpy(), latent_log=graph.latent_log,
+                                  latent_weight=0.25, neighbor_raw=(near_x.numpy(), near_h.numpy()),
+                                  neighbor_weight=2.0)
+    graph = M.ScoringGraph(fe, aae, signal, cal, bank).eval()
+    with torch.no_grad():
+        a1, r1, l1, n1, e1 = graph(num, cat)
         a2, *_ = graph(num, cat)
     assert torch.equal(a1, a2)
     # Calibrated on these rows: medians near 0.
     assert abs(r1.median().item()) < 0.05 and abs(l1.median().item()) < 0.05
-    torch.testing.assert_close(a1, r1 + 0.25 * l1.clamp(0, M.LATENT_CAP))
+    assert abs(n1.median().item()) < 0.3  # the mean of two z-scores, each with median 0
+    torch.testing.assert_close(a1, r1 + 0.25 * l1.clamp(0, M.LATENT_CAP) + 2.0 * n1)
     assert e1.shape == (len(num), 5)
+
+
+def test_mean_neighbor_distance_matches_brute_force():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    bank, query = rng.normal(size=(300, 7)), rng.normal(size=(50, 7)) * 2
+    expected = NearestNeighbors(n_neighbors=5).fit(bank).kneighbors(query)[0].mean(1)
+    got = M.mean_neighbor_distance(torch.from_numpy(query), torch.from_numpy(bank), 5).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # float32 out
+    # A bank row itself is at distance 0 from its nearest neighbour (never negative or NaN).
+    d = M.mean_neighbor_distance(torch.from_numpy(bank[:3]).float(), torch.from_numpy(bank).float(), 1)
+    assert torch.all(d == 0)
+
+
+def test_neighbors_refuse_bad_banks():
+    with pytest.raises(ValueError):
+        M.Neighbors(torch.zeros(0, 3), torch.zeros(0, 4))
+    with pytest.raises(ValueError):
+        M.Neighbors(torch.zeros(5, 3), torch.zeros(4, 4))
+    assert M.Neighbors(torch.zeros(3, 3), torch.zeros(3, 4)).k == 3  # fewer rows than NEIGHBORS

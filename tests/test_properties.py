@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from aaedetect import AAEDetector
 from aaedetect.errors import AAEDetectError
 
-SCORES = ["anomaly_score", "recon_score", "latent_score"]
+SCORES = ["anomaly_score", "recon_score", "latent_score", "neighbor_score"]
 TINY = dict(max_epochs=1, batch_size=16, hidden_dims=(16, 8), random_state=0)
 
 names = st.text(st.characters(exclude_categories=("Cs",)), max_size=6)

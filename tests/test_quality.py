@@ -54,3 +54,12 @@ def test_the_parts_do_what_the_readme_says():
     auroc = {c: roc_auc_score(y, scored[c]) for c in ("recon_score", "latent_score", "anomaly_score")}
     assert auroc["latent_score"] > auroc["recon_score"] + 0.02, auroc
     assert auroc["anomaly_score"] > auroc["recon_score"] + 0.02, auroc
+
+
+def test_the_neighbor_part_does_what_the_readme_says():
+    """satellite: anomalies on the shape of the normal data but where normal rows are sparse."""
+    train, test, y = split("satellite")
+    scored = AAEDetector(random_state=0).fit(train).score(test)
+    auroc = {c: roc_auc_score(y, scored[c]) for c in ("recon_score", "neighbor_score", "anomaly_score")}
+    assert auroc["neighbor_score"] > auroc["recon_score"] + 0.03, auroc
+    assert auroc["anomaly_score"] > auroc["recon_score"] + 0.02, auroc

@@ -18,7 +18,7 @@ def test_scores_match_the_torch_engine(model_dir, fitted, table):
     onnx_out = OnnxScorer(model_dir, device="cpu").score(table)
     torch_out = fitted.score(table)
     pd.testing.assert_frame_equal(onnx_out[table.columns], torch_out[table.columns])
-    for col in ("anomaly_score", "recon_score", "latent_score"):
+    for col in ("anomaly_score", "recon_score", "latent_score", "neighbor_score"):
         np.testing.assert_allclose(onnx_out[col], torch_out[col], rtol=1e-5, atol=1e-5)
     assert (onnx_out["is_anomaly"] == torch_out["is_anomaly"]).mean() > 0.99
 
@@ -33,7 +33,7 @@ def test_batches_write_into_one_buffer(model_dir, table):
 
 def test_empty_table(model_dir, table):
     out = OnnxScorer(model_dir, device="cpu").score(table.head(0))
-    assert len(out) == 0 and list(out.columns[-4:]) == ["anomaly_score", "recon_score", "latent_score", "is_anomaly"]
+    assert len(out) == 0 and list(out.columns[-5:]) == ["anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly"]
 
 
 def test_auto_device_falls_back_to_cpu_and_says_why(model_dir, caplog):

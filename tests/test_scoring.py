@@ -44,8 +44,10 @@ def test_output_frame_appends_scores_after_input_columns():
     df = pd.DataFrame({"z": ["007", "x"], "a": ["1.50", ""]})
     out = output_frame(df, {"anomaly_score": np.array([0.5, 3.0], np.float32),
                             "recon_score": np.array([1.0, 2.0], np.float32),
-                            "latent_score": np.array([0.0, 4.0], np.float32)}, threshold=1.0)
-    assert list(out.columns) == ["z", "a", "anomaly_score", "recon_score", "latent_score", "is_anomaly"]
+                            "latent_score": np.array([0.0, 4.0], np.float32),
+                            "neighbor_score": np.array([0.1, 5.0], np.float32)}, threshold=1.0)
+    assert list(out.columns) == ["z", "a", "anomaly_score", "recon_score", "latent_score", "neighbor_score",
+                                 "is_anomaly"]
     assert out["z"].tolist() == ["007", "x"] and out["a"].tolist() == ["1.50", ""]
     assert out["is_anomaly"].tolist() == [0, 1]
 

@@ -36,7 +36,7 @@ def test_nan_loss_goes_back_to_the_best_state(table, poison, caplog):
     det = AAEDetector(**{**FAST, "max_epochs": 6}).fit(table, progress=progress)
     assert det.training_.recoveries == 1
     assert "epoch 3: non-finite loss; going back to epoch" in caplog.text
-    assert np.isfinite(det.score(table)[["anomaly_score", "recon_score", "latent_score"]].to_numpy()).all()
+    assert np.isfinite(det.score(table)[["anomaly_score", "recon_score", "latent_score", "neighbor_score"]].to_numpy()).all()
     assert [h["epoch"] for h in det.training_.history] == [1, 2, 4, 5, 6]
 
 
