@@ -224,6 +224,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             "preprocessing": self.preprocessor_.to_dict(),
             "network": self.net_config_.to_dict(),
             "calibration": dict(self.calibration_),
+            "neighbors": (None if self.graph_.neighbors is None else
+                          {"rows": len(self.graph_.neighbors.x_bank), "k": self.graph_.neighbors.k}),
             "threshold": self.threshold_,
             "training": {
                 "rows": self.n_rows_["train"], "validation_rows": self.n_rows_["validation"],

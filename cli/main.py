@@ -387,8 +387,11 @@ def describe(m: dict) -> str:
         lines.append(f"  {d['column']:<24} left out: {d['reason']}")
     if o["exclude"]:
         lines.append(f"  excluded by option: {', '.join(o['exclude'])}")
+    nb = m.get("neighbors") if isinstance(m.get("neighbors"), dict) else None
     lines += [
         f"network: {m['network']}",
+        "neighbour part: " + (f"{nb.get('rows')} training rows kept in the model (encoded), "
+                              f"{nb.get('k')} nearest averaged" if nb else "off, no training rows kept"),
         f"training: {t['rows']:,} rows, {t['validation_rows']:,} held out; {t['epochs_run']} epochs, "
         f"best {t['best_epoch']} (val loss {t['best_val_loss']:.4g}); {t['seconds']}s on {t['device']}; "
         f"seed {m['seed']}",

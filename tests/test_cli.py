@@ -113,7 +113,8 @@ def test_header_only_file_gives_header_only_output(cli_model, tmp_path):
 def test_info(cli_model):
     result = run("info", "-m", cli_model)
     assert result.exit_code == 0, result.stderr
-    for text in ("numeric (mean ", "categorical", "kind", "threshold", "excluded by option: code"):
+    for text in ("numeric (mean ", "categorical", "kind", "threshold", "excluded by option: code",
+                 "training rows kept in the model"):
         assert text in result.stdout
     assert '"format": "aaedetect-model"' in run("info", "-m", cli_model, "--json").stdout
 

@@ -168,3 +168,22 @@ def test_hostile_network_sizes_are_refused_before_allocation(model_dir, tmp_path
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFormatError, match="out of range"):
         load(copy)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda w: w.update({"neighbors.x_bank": w["neighbors.x_bank"][:, :-1]}), "neighbour rows do not match"),
+    (lambda w: w.pop("neighbors.h_bank"), "malformed"),
+])
+def test_bad_neighbour_rows_are_refused(model_dir, tmp_path, edit, message):
+    from aaedetect import load
+    from aaedetect.errors import ModelFormatError
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    with np.load(copy / "weights.npz") as npz:
+        weights = {k: npz[k] for k in npz.files}
+    edit(weights)
+    np.savez(copy / "weights.npz", **weights)
+    vouch(copy, "weights.npz")
+    with pytest.raises(ModelFormatError, match=message):
+        load(copy)
