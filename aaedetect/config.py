@@ -47,6 +47,7 @@ class Options:
     latent_signal: str = "density"
     latent_weight: float = 0.25
     neighbor_weight: float = 2.0
+    neighbor_rows: int = 4096  # most training rows kept for the neighbour part
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -94,7 +95,7 @@ class Options:
             fail("adv_weight", "must be in [0, 1)")
         if self.max_epochs != "auto" and not (_is_int(self.max_epochs) and self.max_epochs >= 1):
             fail("max_epochs", "must be 'auto' or a positive integer")
-        for name in ("batch_size", "patience", "max_categories"):
+        for name in ("batch_size", "patience", "max_categories", "neighbor_rows"):
             if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 fail(name, "must be a positive integer")
         for name in ("lr", "disc_lr"):

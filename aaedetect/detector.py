@@ -25,7 +25,7 @@ from . import artifacts
 from ._version import __version__
 from .config import Options, defaults
 from .errors import AAEDetectError, DataError, ModelFormatError, TrainingError
-from .model import NEIGHBOR_BANK_ROWS, AAE, FeatureEncoder, NetConfig, Neighbors, ScoringGraph, size_network
+from .model import AAE, FeatureEncoder, NetConfig, Neighbors, ScoringGraph, size_network
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .runtime import ONNX_FILE, OUTPUTS
@@ -68,6 +68,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  disc_lr=_D["disc_lr"], patience=_D["patience"],
                  validation_fraction=_D["validation_fraction"], latent_signal=_D["latent_signal"],
                  latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
+                 neighbor_rows=_D["neighbor_rows"],
                  fpr=_D["fpr"], categorical=_D["categorical"], exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
@@ -88,6 +89,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.latent_signal = latent_signal
         self.latent_weight = latent_weight
         self.neighbor_weight = neighbor_weight
+        self.neighbor_rows = neighbor_rows
         self.fpr = fpr
         self.categorical = categorical
         self.exclude = exclude
@@ -138,7 +140,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
         neighbors = None
         if opts.neighbor_weight > 0:
-            neighbors = _neighbor_bank(aae, x, train_idx, seed)
+            neighbors = _neighbor_bank(aae, x, train_idx, seed, opts.neighbor_rows)
         graph = ScoringGraph(features, aae, opts.latent_signal, neighbors=neighbors).eval()
         recon_raw, latent_raw, near_x, near_h, _ = _batched(graph.raw_parts, numeric[val_idx],
                                                            categorical[val_idx], device)
@@ -388,12 +390,12 @@ def _batched(fn, numeric: np.ndarray, categorical: np.ndarray, device: torch.dev
 
 
 @torch.no_grad()
-def _neighbor_bank(aae: AAE, x: torch.Tensor, train_idx: np.ndarray, seed: int) -> Neighbors:
+def _neighbor_bank(aae: AAE, x: torch.Tensor, train_idx: np.ndarray, seed: int, max_rows: int) -> Neighbors:
     """The neighbour part's reference rows: the training rows (a seeded sample of at most
-    ``NEIGHBOR_BANK_ROWS``), encoded, and their encoder hidden layer."""
+    ``max_rows``), encoded, and their encoder hidden layer."""
     rows = train_idx
-    if len(rows) > NEIGHBOR_BANK_ROWS:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, NEIGHBOR_BANK_ROWS, replace=False))
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
     aae.eval()
     bank_x = x[torch.from_numpy(rows).to(x.device)]
     bank_h = torch.cat([aae.encoder.body(bank_x[i:i + SCORE_BATCH_ROWS])

@@ -216,28 +216,32 @@ class AAE(nn.Module):
 LATENT_CAP = 20.0
 
 
-#: Most training rows kept as the neighbour part's reference set (a seeded sample of more).
-NEIGHBOR_BANK_ROWS = 4096
 #: Neighbours whose distances are averaged (PyOD's and scikit-learn's default for kNN detectors).
 NEIGHBORS = 5
 #: Squared distances below this are rounding (a distance of 1e-5 standardized units): 0.
 SAME_ROW_D2 = 1e-10
+#: Candidates per neighbour taken from the fast float32 step to the exact float64 one.
+NEIGHBOR_CANDIDATES = 2
 
 
 def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
     """Mean Euclidean distance (B,) from each query row (B, F) to its ``k`` nearest bank rows (M, F).
 
-    |q - b|^2 = |q|^2 - 2 q.b + |b|^2 (one matrix product) in float64: in float32 the cancellation
-    leaves noise of ~1e-3 in the distance of a row to itself, enough for torch and onnxruntime to
-    disagree. Squared distances under ``SAME_ROW_D2`` count as 0: the same row, whose float32
-    encoding differs between torch and onnxruntime by rounding. The result is float32 like the
-    other parts.
+    Two steps: candidates by |q - b|^2 = |q|^2 - 2 q.b + |b|^2 in float32 (one matrix product, the
+    bulk of the work), then the exact distance to the ``NEIGHBOR_CANDIDATES * k`` best candidates
+    in float64. The expansion alone leaves rounding noise of ~1e-3 in the distance of a row to
+    itself, enough for torch and onnxruntime to disagree; the exact step removes it. Squared
+    distances under ``SAME_ROW_D2`` count as 0: the same row, whose float32 encoding can differ
+    between engines in the last bit. The result is float32 like the other parts.
     """
-    query, bank = query.double(), bank.double()
+    query, bank = query.float(), bank.float()
     d2 = (query * query).sum(1, keepdim=True) - 2.0 * query @ bank.T + (bank * bank).sum(1)  # (B, M)
-    nearest = torch.topk(d2, k, dim=1, largest=False).values  # (B, k)
-    nearest = torch.where(nearest < SAME_ROW_D2, torch.zeros_like(nearest), nearest)
-    return nearest.sqrt().mean(1).float()
+    n_candidates = min(NEIGHBOR_CANDIDATES * k, bank.shape[0])
+    candidates = torch.topk(d2, n_candidates, dim=1, largest=False).indices  # (B, c)
+    diff = bank[candidates].double() - query.double().unsqueeze(1)  # (B, c, F)
+    exact = torch.topk((diff * diff).sum(2), k, dim=1, largest=False).values  # (B, k)
+    exact = torch.where(exact < SAME_ROW_D2, torch.zeros_like(exact), exact)
+    return exact.sqrt().mean(1).float()
 
 
 class Neighbors(nn.Module):

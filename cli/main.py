@@ -183,6 +183,10 @@ def _default(name: str) -> str:
               help="Weight of the neighbour part (distance to the nearest training rows); 0 leaves "
                    "it out, and the model keeps no training rows.  "
                    f"[default: {_default('neighbor_weight')}]")
+@click.option("--neighbor-rows", type=int, default=None,
+              help="Most training rows kept for the neighbour part (a seeded sample of more); "
+                   "scoring time grows with it.  "
+                   f"[default: {_default('neighbor_rows')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True,

@@ -15,7 +15,7 @@ def test_defaults_are_valid_and_round_trip():
 @pytest.mark.parametrize("name,value", [
     ("prior", "cauchy"), ("prior", "mixture:1"), ("prior", "mixture:999"), ("max_epochs", 0),
     ("batch_size", 2.5), ("lr", 0.0), ("lr", float("nan")), ("fpr", 1.0), ("fpr", 0),
-    ("latent_weight", 11.0), ("latent_weight", -1), ("scaling", "minmax"), ("noise", -0.1), ("adv_weight", 1.0), ("dropout", -0.1), ("device", "tpu"),
+    ("latent_weight", 11.0), ("latent_weight", -1), ("neighbor_weight", 10.5), ("neighbor_weight", -0.5), ("neighbor_rows", 0), ("neighbor_rows", 1.5), ("scaling", "minmax"), ("noise", -0.1), ("adv_weight", 1.0), ("dropout", -0.1), ("device", "tpu"),
     ("validation_fraction", 0.9), ("hidden_dims", (16,)), ("hidden_dims", (16, -2)),
     ("latent_dim", 0), ("latent_dim", "big"), ("random_state", -1), ("max_categories", 0),
     ("latent_signal", "magic"), ("max_epochs", True), ("max_epochs", "many"),

@@ -176,15 +176,12 @@ def test_neighbor_part_sees_rows_far_from_every_training_row(table):
     assert reference["neighbor_score"].median() < 0
 
 
-def test_neighbor_bank_is_a_seeded_sample_of_the_training_rows(table, monkeypatch, tmp_path):
-    import aaedetect.detector as D
-
-    monkeypatch.setattr(D, "NEIGHBOR_BANK_ROWS", 50)
-    det = AAEDetector(**FAST).fit(table)
+def test_neighbor_bank_is_a_seeded_sample_of_the_training_rows(table, tmp_path):
+    det = AAEDetector(**FAST, neighbor_rows=50).fit(table)
     bank = det.graph_.neighbors
     assert bank.x_bank.shape == (50, det.net_config_.n_inputs)
     assert bank.h_bank.shape == (50, det.net_config_.hidden[1])
-    again = AAEDetector(**FAST).fit(table)
+    again = AAEDetector(**FAST, neighbor_rows=50).fit(table)
     assert np.array_equal(bank.x_bank.numpy(), again.graph_.neighbors.x_bank.numpy())
     det.save(tmp_path / "m")
     with np.load(tmp_path / "m" / "weights.npz") as weights:
