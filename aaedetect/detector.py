@@ -149,7 +149,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                                       neighbor_raw=None if neighbors is None else (near_x, near_h),
                                       neighbor_weight=opts.neighbor_weight)
         graph = ScoringGraph(features, aae, opts.latent_signal, calibration, neighbors).eval()
-        val_scores = _batched(graph, numeric[val_idx], categorical[val_idx], device)[0]
+        # The held-out rows' scores from the raw parts already computed (a second pass through the
+        # graph would repeat the networks and the neighbour search).
+        with torch.no_grad():
+            val_scores = graph.calibrated(*(torch.from_numpy(raw).to(device)
+                                            for raw in (recon_raw, latent_raw, near_x, near_h)))[0]
+        val_scores = val_scores.cpu().numpy()
         if not np.isfinite(val_scores).all():
             raise TrainingError("training ended with a model whose scores are not finite; try a "
                                 "smaller --lr or --adv-weight")

@@ -331,6 +331,11 @@ class ScoringGraph(nn.Module):
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor):
         recon_raw, latent_raw, near_x, near_h, errors = self.raw_parts(num, cat)
+        return (*self.calibrated(recon_raw, latent_raw, near_x, near_h), errors)
+
+    def calibrated(self, recon_raw: torch.Tensor, latent_raw: torch.Tensor, near_x: torch.Tensor,
+                   near_h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(anomaly, recon, latent, neighbor) scores (B,) from ``raw_parts``' first four outputs."""
         recon = self._z("recon", recon_raw)
         latent = self._z("latent", latent_raw)
         if self.neighbors is not None:
@@ -344,7 +349,7 @@ class ScoringGraph(nn.Module):
         # reconstruction; capped, the latent part can tip a row over but never outvote it.
         anomaly = (recon + self.latent_weight * torch.clamp(latent, 0.0, LATENT_CAP)
                    + self.neighbor_weight * neighbor)
-        return anomaly, recon, latent, neighbor, errors
+        return anomaly, recon, latent, neighbor
 
 
 #: The score parts that calibration turns into robust z-scores.
