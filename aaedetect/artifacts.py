@@ -26,9 +26,10 @@ from typing import Any
 from .errors import ModelFormatError, PathError
 
 FORMAT_NAME = "aaedetect-model"
-FORMAT_VERSION = 2
-#: Version 1 (development builds before the neighbour part) is no longer read.
-OLDEST_FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Versions 1 and 2 (development builds: before the neighbour part, and before its self-match
+#: rule and float64 search) are no longer read: their scores would not match their ONNX graphs.
+OLDEST_FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 #: The largest manifest we read: a manifest is small; a huge one is not ours.
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024

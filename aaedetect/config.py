@@ -1,4 +1,5 @@
-"""Options for the detector: one frozen dataclass, validated once, saved as JSON in the manifest.
+"""Options for the detector: one frozen dataclass, validated once, saved as JSON in the manifest;
+and the network sizes derived from them (:class:`NetConfig`).
 
 The defaults here are the single source of truth: ``AAEDetector``'s signature and the CLI's help
 both read them from :class:`Options`.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import OptionError
@@ -19,6 +20,27 @@ DEVICES = ("auto", "cpu", "cuda")
 LATENT_SIGNALS = ("density", "discriminator")
 REGULARIZERS = ("adversarial", "mmd")
 SCALINGS = ("standard", "robust")
+#: Scoring engines: onnxruntime on model.onnx (no torch), or the PyTorch model.
+ENGINES = ("onnx", "torch")
+
+# Defaults of scoring that are not model options (the CLI's help reads them from here).
+#: Rows read and scored at a time from a file: bounds memory for files of any size.
+DEFAULT_CHUNK_ROWS = 100_000
+#: Rows per forward pass, by device. The neighbour part compares each row with up to 4,096
+#: reference rows, so a batch holds a (rows x 4,096) distance table per space: 64 MB at 4,096
+#: rows. On CPU, batches that stay near the cache score fastest (benchmarks/speed.py); a GPU
+#: wants larger ones.
+SCORE_BATCH_ROWS = {"cpu": 4_096, "cuda": 16_384}
+#: The ONNX opset the graph is exported with unless ``aaedetect export --opset`` says otherwise.
+DEFAULT_OPSET = 18
+#: Most robust units the latent and the neighbour part each add (times their weights) to the
+#: anomaly score. A z-score is unbounded: where normal codes are packed tightly (KDDCUP) ordinary
+#: rows reach latent z of 50 and more, and where nearly every normal row is an exact copy of a
+#: training row, any other row is far from all of them in neighbour units; capped, such a part
+#: can tip a row over but never outvote the reconstruction. Chosen on the benchmark for the
+#: latent part before the neighbour part existed (KDDCUP F1 0.95 -> 0.98, thyroid's large latent
+#: evidence kept); no normal row of the benchmark tables reaches it in the neighbour part.
+PART_CAP = 20.0
 
 
 @dataclass(frozen=True)
@@ -170,3 +192,49 @@ def epochs_for(max_epochs: int | str, n_rows: int) -> int:
     if max_epochs != "auto":
         return int(max_epochs)
     return max(AUTO_MIN_EPOCHS, min(AUTO_MAX_EPOCHS, -(-AUTO_ROW_BUDGET // max(n_rows, 1))))
+
+
+#: The widest layer (or input) a saved model may declare.
+MAX_WIDTH = 1 << 20
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of the three networks; saved in the manifest, the model is rebuilt from it."""
+
+    n_inputs: int
+    hidden: tuple[int, int]
+    latent_dim: int
+    disc_hidden: int
+    dropout: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetConfig":
+        """Rebuild from ``to_dict``'s output; sizes are bounded so that a hostile manifest cannot
+        make loading allocate without limit (ValueError otherwise)."""
+        cfg = cls(**{**data, "hidden": tuple(data["hidden"])})
+        sizes = (cfg.n_inputs, *cfg.hidden, cfg.latent_dim, cfg.disc_hidden)
+        if len(cfg.hidden) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and
+                                           1 <= v <= MAX_WIDTH for v in sizes):
+            raise ValueError(f"network sizes {sizes} out of range (1..{MAX_WIDTH})")
+        if not isinstance(cfg.dropout, (int, float)) or not 0 <= cfg.dropout < 1:
+            raise ValueError("dropout out of range")
+        return cfg
+
+
+def size_network(n_inputs: int, hidden_dims: Any, latent_dim: Any, dropout: float) -> NetConfig:
+    """Layer widths sized to the table unless given: wide enough for the encoded input, narrowing."""
+    if hidden_dims == "auto":
+        h1 = min(512, max(64, 2 ** math.ceil(math.log2(4 * n_inputs))))
+        hidden = (h1, max(32, h1 // 2))
+    else:
+        hidden = tuple(int(h) for h in hidden_dims)
+    if latent_dim == "auto":
+        latent_dim = min(32, max(2, math.ceil(n_inputs / 4)))
+    disc_hidden = min(256, max(32, 4 * latent_dim))
+    return NetConfig(n_inputs, hidden, int(latent_dim), disc_hidden, float(dropout))

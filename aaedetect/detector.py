@@ -23,14 +23,16 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import artifacts
 from ._version import __version__
-from .config import Options, defaults
+from .config import DEFAULT_OPSET, SCORE_BATCH_ROWS, Options, defaults, size_network
 from .errors import AAEDetectError, DataError, ModelFormatError, TrainingError
-from .model import AAE, FeatureEncoder, NetConfig, Neighbors, ScoringGraph, size_network
+from .manifest import FittedState
+from .model import AAE, FeatureEncoder, ScoringGraph
+from .neighbors import Neighbors
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .runtime import ONNX_FILE, OUTPUTS
-from .scoring import FrameScorer, fit_calibration, threshold_for_fpr
-from .train import TrainResult, cpu_threads_for, resolve_device, train_aae
+from .scoring import Calibration, FrameScorer, threshold_for_fpr
+from .train import cpu_threads_for, resolve_device, train_aae
 
 logger = logging.getLogger("aaedetect")
 
@@ -38,8 +40,6 @@ logger = logging.getLogger("aaedetect")
 MIN_VALIDATION_ROWS = 8
 #: Fewest rows left to train on.
 MIN_TRAIN_ROWS = 16
-#: Rows per forward pass when scoring with torch (as the ONNX path on CPU: see runtime).
-SCORE_BATCH_ROWS = 4_096
 WEIGHTS = "weights.npz"
 #: Prefix of the neighbour part's reference rows among the arrays in ``weights.npz``.
 NEIGHBOR_KEY = "neighbors."
@@ -55,9 +55,10 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     """Adversarial Autoencoder anomaly detector for tables.
 
     Train on normal rows with :meth:`fit`; :meth:`score` returns the table with
-    ``anomaly_score`` (higher = more anomalous), ``recon_score``, ``latent_score`` and
-    ``is_anomaly`` appended. Parameters are described in :class:`aaedetect.config.Options` and in
-    ``aaedetect fit --help``; ``verbose`` > 0 logs one line per epoch.
+    ``anomaly_score`` (higher = more anomalous), ``recon_score``, ``latent_score``,
+    ``neighbor_score`` and ``is_anomaly`` appended. Parameters are described in
+    :class:`aaedetect.config.Options` and in ``aaedetect fit --help``; ``verbose`` > 0 logs one
+    line per epoch.
     """
 
     def __init__(self, *, scaling=_D["scaling"], noise=_D["noise"],
@@ -99,21 +100,23 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None, *, progress: Callable[[int, int, dict], None] | None = None):
+    def fit(self, X, y=None, *, progress: Callable[[int, int, dict], None] | None = None,
+            source: str = "data"):
         """Train on ``X`` (normal rows: a DataFrame, or a 2-D array) and calibrate the scores.
 
         ``y`` is ignored. ``progress(epoch, max_epochs, metrics)`` is called after each epoch.
-        Returns ``self``.
+        ``source`` names the data in error messages (the CLI gives the file name). Returns ``self``.
         """
         opts = Options(**{k: v for k, v in self.get_params().items() if k != "verbose"})
         df = _as_frame(X)
         n = len(df)
         if n < MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS:
-            raise DataError(f"data: {n} rows; training needs at least "
+            raise DataError(f"{source}: {n} rows; training needs at least "
                             f"{MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS}")
         pre = TabularPreprocessor.fit(df, categorical=opts.categorical, exclude=opts.exclude,
-                                      max_categories=opts.max_categories, scaling=opts.scaling)
-        numeric, categorical = pre.transform(df)
+                                      max_categories=opts.max_categories, scaling=opts.scaling,
+                                      source=source)
+        numeric, categorical = pre.transform(df, source=source)
         seed = (opts.random_state if opts.random_state is not None
                 else int(np.random.SeedSequence().generate_state(1)[0]))
         n_val = max(MIN_VALIDATION_ROWS, int(round(opts.validation_fraction * n)))
@@ -140,15 +143,15 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
         neighbors = None
         if opts.neighbor_weight > 0:
-            neighbors = _neighbor_bank(aae, x, train_idx, seed, opts.neighbor_rows)
+            neighbors = Neighbors.from_training(aae.encoder.body, x, train_idx, seed, opts.neighbor_rows)
         graph = ScoringGraph(features, aae, opts.latent_signal, neighbors=neighbors).eval()
         recon_raw, latent_raw, near_x, near_h, _ = _batched(graph.raw_parts, numeric[val_idx],
                                                            categorical[val_idx], device)
-        calibration = fit_calibration(recon_raw, latent_raw, latent_log=graph.latent_log,
+        calibration = Calibration.fit(recon_raw, latent_raw, latent_log=graph.latent_log,
                                       latent_weight=opts.latent_weight,
                                       neighbor_raw=None if neighbors is None else (near_x, near_h),
                                       neighbor_weight=opts.neighbor_weight)
-        graph = ScoringGraph(features, aae, opts.latent_signal, calibration, neighbors).eval()
+        graph.calibration = calibration
         # The held-out rows' scores from the raw parts already computed (a second pass through the
         # graph would repeat the networks and the neighbour search).
         with torch.no_grad():
@@ -158,24 +161,33 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         if not np.isfinite(val_scores).all():
             raise TrainingError("training ended with a model whose scores are not finite; try a "
                                 "smaller --lr or --adv-weight")
-
-        self.options_ = opts
-        self.seed_ = seed
-        self.preprocessor_ = pre
-        self.net_config_ = cfg
-        self.calibration_ = calibration
-        self.training_ = result
-        self.n_rows_ = {"train": len(train_idx), "validation": n_val}
-        self.feature_names_in_ = np.asarray(df.columns, dtype=object)
-        self.n_features_in_ = len(df.columns)
-        self._set_graph(graph, device)
-        self.threshold_ = threshold_for_fpr(val_scores, opts.fpr)
-        self.offset_ = -self.threshold_
+        state = FittedState(options=opts, seed=seed, input_columns=tuple(str(c) for c in df.columns),
+                            preprocessor=pre, network=cfg, calibration=calibration,
+                            threshold=threshold_for_fpr(val_scores, opts.fpr), training=result)
+        self._set_fitted(state, graph, device)
         return self
 
-    def _set_graph(self, graph: ScoringGraph, device: torch.device) -> None:
+    def _set_fitted(self, state: FittedState, graph: ScoringGraph, device: torch.device) -> None:
+        """The fitted attributes, from ``fit`` or from a model directory (``load``)."""
+        self.options_ = state.options
+        self.seed_ = state.seed
+        self.preprocessor_ = state.preprocessor
+        self.net_config_ = state.network
+        self.calibration_ = state.calibration
+        self.training_ = state.training
+        self.n_rows_ = {"train": state.training.rows, "validation": state.training.validation_rows}
+        self.feature_names_in_ = np.asarray(state.input_columns, dtype=object)
+        self.n_features_in_ = len(state.input_columns)
+        self.threshold_ = state.threshold
+        self.offset_ = -state.threshold
         self.graph_ = graph.to(device)
         self.device_ = device
+
+    def _fitted_state(self) -> FittedState:
+        return FittedState(options=self.options_, seed=self.seed_,
+                           input_columns=tuple(self.feature_names_in_), preprocessor=self.preprocessor_,
+                           network=self.net_config_, calibration=self.calibration_,
+                           threshold=self.threshold_, training=self.training_)
 
     # -------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:
@@ -198,7 +210,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         return dict(zip(OUTPUTS, _batched(self.graph_, numeric, categorical, self.device_)))
 
     def score(self, X, *, source: str = "data") -> pd.DataFrame:
-        """``X`` with ``anomaly_score, recon_score, latent_score, is_anomaly`` appended."""
+        """``X`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
+        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`)."""
         return self.score_frame(_as_frame(X), source=source, first_line=None)
 
     def score_samples(self, X) -> np.ndarray:
@@ -219,29 +232,17 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     def manifest(self) -> dict[str, Any]:
         """What ``save`` writes as ``manifest.json`` (without the file checksums)."""
         self._check_fitted()
-        result: TrainResult = self.training_
+        state = self._fitted_state().to_dict()
+        neighbors = self.graph_.neighbors
         return {
             "format": artifacts.FORMAT_NAME,
             "format_version": artifacts.FORMAT_VERSION,
             "package_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "options": self.options_.to_dict(),
-            "seed": self.seed_,
-            "input_columns": [str(c) for c in self.feature_names_in_],
-            "preprocessing": self.preprocessor_.to_dict(),
-            "network": self.net_config_.to_dict(),
-            "calibration": dict(self.calibration_),
-            "neighbors": (None if self.graph_.neighbors is None else
-                          {"rows": len(self.graph_.neighbors.x_bank), "k": self.graph_.neighbors.k}),
-            "threshold": self.threshold_,
-            "training": {
-                "rows": self.n_rows_["train"], "validation_rows": self.n_rows_["validation"],
-                "max_epochs": result.max_epochs, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-                "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-                "recoveries": result.recoveries, "seconds": round(result.seconds, 3),
-                "device": str(self.device_), "torch_version": torch.__version__,
-                "python": platform.python_version(),
-            },
+            **state,
+            "neighbors": None if neighbors is None else {"rows": len(neighbors.x_bank), "k": neighbors.k},
+            "training": {**state["training"], "device": str(self.device_),
+                         "torch_version": torch.__version__, "python": platform.python_version()},
         }
 
     def save(self, path: str | os.PathLike, *, force: bool = False, onnx: bool = True,
@@ -260,7 +261,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
     def export_onnx(self, *, opset: int | None = None) -> tuple[bytes, dict[str, Any]]:
         """(ONNX model bytes, its manifest entry): exported, checked, and verified against torch."""
-        from .export import DEFAULT_OPSET, check_parity, export_onnx, input_names, probe_rows
+        from .export import check_parity, export_onnx, input_names, probe_rows
 
         self._check_fitted()
         opset = opset or DEFAULT_OPSET
@@ -288,62 +289,40 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         Every file's checksum is verified, except for the files named in ``ignore``.
         """
         model_dir = artifacts.ModelDir(path, ignore=ignore)
-        m = model_dir.manifest
-        where = f"{model_dir.path / artifacts.MANIFEST}"
-        try:
-            opts = Options.from_dict(m["options"])
-            pre = TabularPreprocessor.from_dict(m["preprocessing"])
-            cfg = NetConfig.from_dict(m["network"])
-            calibration = m["calibration"]
-            if not isinstance(calibration, dict):
-                raise TypeError("calibration is not a table")
-            threshold = float(m["threshold"])
-            input_columns = [str(c) for c in m["input_columns"]]
-            training = m["training"]
-            seed = m["seed"]
-        except (KeyError, TypeError, ValueError, AAEDetectError) as exc:
-            raise ModelFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
-        state = _read_weights(model_dir.read(WEIGHTS), model_dir.path / WEIGHTS)
-        try:
-            features = FeatureEncoder(pre)
-            if features.n_features != cfg.n_inputs:
-                raise ValueError(f"the network takes {cfg.n_inputs} features, the columns give "
-                                 f"{features.n_features}")
-            aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim))
-            banks = {k[len(NEIGHBOR_KEY):]: state.pop(k) for k in list(state) if k.startswith(NEIGHBOR_KEY)}
-            aae.load_state_dict(state, strict=True)
-            neighbors = None
-            if float(calibration["neighbor_weight"]) > 0 or banks:
-                neighbors = Neighbors(banks["x_bank"], banks["h_bank"])
-                if neighbors.x_bank.shape[1] != cfg.n_inputs or neighbors.h_bank.shape[1] != cfg.hidden[1]:
-                    raise ModelFormatError(f"{model_dir.path / WEIGHTS}: the neighbour rows do not "
-                                           f"match the manifest's network")
-            graph = ScoringGraph(features, aae, opts.latent_signal, calibration, neighbors).eval()
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{where}: malformed manifest ({type(exc).__name__}: {exc})") from None
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise ModelFormatError(f"{model_dir.path / WEIGHTS}: does not match the manifest's network "
-                                   f"({first[1].strip() if len(first) > 1 else first[0]})") from None
-        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.to_dict().items()}
+        state = FittedState.from_manifest(model_dir.manifest, str(model_dir.path / artifacts.MANIFEST))
+        weights = _read_weights(model_dir.read(WEIGHTS), model_dir.path / WEIGHTS)
+        graph = _rebuild_graph(state, weights, model_dir.path / WEIGHTS)
+        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state.options.to_dict().items()}
         if device is not None:
             params["device"] = device
         est = cls(**params)
-        est.options_ = opts
-        est.seed_ = seed
-        est.preprocessor_ = pre
-        est.net_config_ = cfg
-        est.calibration_ = calibration
-        est.threshold_ = threshold
-        est.offset_ = -threshold
-        est.training_ = TrainResult(**{k: training[k] for k in (
-            "epochs_run", "best_epoch", "best_val_loss", "stopped_early", "recoveries", "seconds")
-            if k in training})
-        est.n_rows_ = {"train": training.get("rows"), "validation": training.get("validation_rows")}
-        est.feature_names_in_ = np.asarray(input_columns, dtype=object)
-        est.n_features_in_ = len(input_columns)
-        est._set_graph(graph, resolve_device(params["device"]))
+        est._set_fitted(state, graph, resolve_device(params["device"]))
         return est
+
+
+def _rebuild_graph(state: FittedState, weights: dict[str, torch.Tensor], where) -> ScoringGraph:
+    """The scoring graph of a saved model: networks sized from the manifest, then its weights."""
+    cfg = state.network
+    features = FeatureEncoder(state.preprocessor)
+    if features.n_features != cfg.n_inputs:
+        raise ModelFormatError(f"{where}: the network takes {cfg.n_inputs} features, the "
+                               f"manifest's columns give {features.n_features}")
+    aae = AAE(cfg, make_prior(state.options.prior, cfg.latent_dim))
+    banks = {k[len(NEIGHBOR_KEY):]: weights.pop(k) for k in list(weights) if k.startswith(NEIGHBOR_KEY)}
+    try:
+        aae.load_state_dict(weights, strict=True)
+        neighbors = None
+        if state.calibration.neighbor_weight > 0 or banks:
+            neighbors = Neighbors(banks["x_bank"], banks["h_bank"])
+            if neighbors.x_bank.shape[1] != cfg.n_inputs or neighbors.h_bank.shape[1] != cfg.hidden[1]:
+                raise ModelFormatError(f"{where}: the neighbour rows do not match the manifest's network")
+    except (KeyError, ValueError) as exc:
+        raise ModelFormatError(f"{where}: the neighbour rows are missing or malformed ({exc})") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ModelFormatError(f"{where}: does not match the manifest's network "
+                               f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    return ScoringGraph(features, aae, state.options.latent_signal, state.calibration, neighbors).eval()
 
 
 def _read_weights(data: bytes, where) -> dict[str, torch.Tensor]:
@@ -387,25 +366,12 @@ def _batched(fn, numeric: np.ndarray, categorical: np.ndarray, device: torch.dev
     """``fn(num, cat)`` (the graph, or its ``raw_parts``) over batches of rows; each output
     concatenated as a numpy array."""
     batches = []
-    for start in range(0, max(len(numeric), 1), SCORE_BATCH_ROWS):
-        num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + SCORE_BATCH_ROWS])).to(device)
-        cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + SCORE_BATCH_ROWS])).to(device)
+    rows = SCORE_BATCH_ROWS[device.type]
+    for start in range(0, max(len(numeric), 1), rows):
+        num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + rows])).to(device)
+        cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + rows])).to(device)
         batches.append([o.cpu().numpy() for o in fn(num, cat)])
     return [np.concatenate(outputs) for outputs in zip(*batches)]
-
-
-@torch.no_grad()
-def _neighbor_bank(aae: AAE, x: torch.Tensor, train_idx: np.ndarray, seed: int, max_rows: int) -> Neighbors:
-    """The neighbour part's reference rows: the training rows (a seeded sample of at most
-    ``max_rows``), encoded, and their encoder hidden layer."""
-    rows = train_idx
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
-    aae.eval()
-    bank_x = x[torch.from_numpy(rows).to(x.device)]
-    bank_h = torch.cat([aae.encoder.body(bank_x[i:i + SCORE_BATCH_ROWS])
-                        for i in range(0, len(bank_x), SCORE_BATCH_ROWS)])
-    return Neighbors(bank_x, bank_h)
 
 
 def _log_progress(epoch: int, max_epochs: int, record: dict) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
+from .config import ENGINES
 from .errors import OptionError
 from .scoring import FrameScorer
-
-ENGINES = ("onnx", "torch")
 
 
 def load_scorer(model_dir: str | os.PathLike, *, engine: str = "onnx", device: str = "auto",

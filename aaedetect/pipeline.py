@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import check_model_target
-from .config import Options
+from .config import DEFAULT_CHUNK_ROWS, Options
 from .errors import DataError
-from .io import DEFAULT_CHUNK_ROWS, AtomicOutput, TableSource
+from .tables import AtomicOutput, TableSource
 from .preprocess import InputReport
 from .scoring import SCORE_COLUMNS, FrameScorer
 
@@ -43,14 +43,7 @@ def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dic
         df = source.read()
         if len(df) == 0:
             raise DataError(f"{source.name}: has a header but no rows")
-        try:
-            detector.fit(df, progress=progress)
-        except DataError as exc:
-            # The library names its input "data"; the user knows the file by its name.
-            message = str(exc)
-            if message.startswith("data:"):
-                message = source.name + message[len("data"):]
-            raise DataError(message) from None
+        detector.fit(df, progress=progress, source=source.name)
     detector.save(model_dir, force=force)
     return FitSummary(len(df), str(model_dir), time.perf_counter() - started, detector.manifest())
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import ModelDir
-from .config import DEVICES
+from .config import DEVICES, SCORE_BATCH_ROWS
 from .errors import ModelFormatError, OptionError
 from .preprocess import TabularPreprocessor
 from .scoring import FrameScorer
@@ -29,10 +29,8 @@ INPUT_CATEGORICAL = "categorical"
 OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-#: Rows per onnxruntime call. The neighbour part compares each row with up to 4,096 reference
-#: rows, so a batch holds a (rows x 4,096) distance table per space: 64 MB at 4,096 rows. On CPU,
-#: batches that stay near the cache score fastest (benchmarks/speed.py); a GPU wants larger ones.
-DEFAULT_BATCH_ROWS = {CPU: 4_096, CUDA: 16_384}
+#: Rows per onnxruntime call, by provider (see ``aaedetect.config.SCORE_BATCH_ROWS``).
+DEFAULT_BATCH_ROWS = {CPU: SCORE_BATCH_ROWS["cpu"], CUDA: SCORE_BATCH_ROWS["cuda"]}
 
 
 def _ort():
@@ -217,5 +215,6 @@ class OnnxScorer(FrameScorer):
         return run_session(self.session, numeric, categorical, batch_rows=self.batch_rows)
 
     def score(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
-        """``df`` with ``anomaly_score, recon_score, latent_score, is_anomaly`` appended."""
+        """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
+        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`)."""
         return self.score_frame(df, source=source, first_line=None)

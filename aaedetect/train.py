@@ -9,7 +9,6 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from .config import Options, epochs_for
 from .errors import TrainingError
+from .manifest import TrainResult
 from .model import AAE, FeatureEncoder
 
 logger = logging.getLogger("aaedetect")
@@ -29,20 +29,6 @@ MAX_RECOVERIES = 3
 EXPLODED = 1e3
 
 Progress = Callable[[int, int, dict], None]
-
-
-@dataclass
-class TrainResult:
-    """What happened in training, for the manifest and ``aaedetect info``."""
-
-    max_epochs: int = 0
-    epochs_run: int = 0
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    stopped_early: bool = False
-    recoveries: int = 0
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,7 +113,7 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
     # BatchNorm cannot train on a batch of one row: drop such a last batch.
     n = len(x_train)
     batch_size = min(opts.batch_size, n)
-    result = TrainResult()
+    result = TrainResult(rows=n, validation_rows=len(x_val))
     best_state = copy.deepcopy(aae.state_dict())
     stale = 0
     started = time.perf_counter()

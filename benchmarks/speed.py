@@ -81,12 +81,12 @@ def main() -> None:
         print()
         print(f"| batch rows | onnxruntime rows/s | torch eager rows/s | onnx / torch |")
         print(f"| ---: | ---: | ---: | ---: |")
-        import aaedetect.detector as detector_module
+        from aaedetect.config import SCORE_BATCH_ROWS
 
         for batch in BATCHES:
             scorer.batch_rows = batch
             onnx_rate = rows_per_second(lambda: scorer.run_arrays(numeric, categorical), len(test), args.repeat)
-            detector_module.SCORE_BATCH_ROWS = batch
+            SCORE_BATCH_ROWS[det.device_.type] = batch  # the torch path's batches
             torch_rate = rows_per_second(lambda: det.run_arrays(numeric, categorical), len(test), args.repeat)
             print(f"| {batch:,} | {onnx_rate:,.0f} | {torch_rate:,.0f} | {onnx_rate / torch_rate:.2f} |")
 

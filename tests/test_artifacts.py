@@ -93,8 +93,9 @@ def test_missing_file_is_detected(saved):
     (b"[1, 2]", "not an aaedetect manifest"),
     (json.dumps({"format": "aaedetect-model"}).encode(), "format_version"),
     (json.dumps({"format": "aaedetect-model", "format_version": 99, "files": {}}).encode(), "newer"),
-    (json.dumps({"format": "aaedetect-model", "format_version": 2, "files": {"../x": {"sha256": "", "bytes": 0}}}).encode(), "bad file name"),
+    (json.dumps({"format": "aaedetect-model", "format_version": 3, "files": {"../x": {"sha256": "", "bytes": 0}}}).encode(), "bad file name"),
     (json.dumps({"format": "aaedetect-model", "format_version": 1, "files": {}}).encode(), "fit the model again"),
+    (json.dumps({"format": "aaedetect-model", "format_version": 2, "files": {}}).encode(), "fit the model again"),
 ])
 def test_bad_manifests(saved, content, match):
     (saved / "manifest.json").write_bytes(content)

@@ -36,7 +36,7 @@ def test_score_table(fitted, table):
     out = fitted.score(table)
     assert list(out.columns) == list(table.columns) + SCORE_COLUMNS
     pd.testing.assert_frame_equal(out[table.columns], table)
-    assert np.isfinite(out[SCORE_COLUMNS[:3]].to_numpy()).all()
+    assert np.isfinite(out[SCORE_COLUMNS[:4]].to_numpy()).all()
     assert set(out["is_anomaly"].unique()) <= {0, 1}
     assert (out["is_anomaly"] == (out["anomaly_score"] > fitted.threshold_)).all()
 
@@ -123,7 +123,7 @@ def test_random_state_none_records_the_seed_used(table):
 def test_priors_and_latent_signals_train_and_score(table, prior, signal):
     det = AAEDetector(**FAST, prior=prior, latent_signal=signal).fit(table)
     scores = det.score(table)
-    assert np.isfinite(scores[SCORE_COLUMNS[:3]].to_numpy()).all()
+    assert np.isfinite(scores[SCORE_COLUMNS[:4]].to_numpy()).all()
 
 
 def test_save_load_round_trip(fitted, model_dir, table):
@@ -131,6 +131,24 @@ def test_save_load_round_trip(fitted, model_dir, table):
     pd.testing.assert_frame_equal(again.score(table), fitted.score(table))
     assert again.threshold_ == fitted.threshold_
     assert again.get_params() == {**fitted.get_params(), "verbose": 0}
+
+
+def test_a_loaded_model_remembers_everything_it_was_fitted_with(fitted, model_dir, tmp_path):
+    """load() rebuilds the whole fitted state: the manifest after load, and after a re-save, is
+    the one fit wrote (training record included)."""
+    import json
+
+    written = json.loads((model_dir / "manifest.json").read_text())
+    again = load(model_dir)
+    assert again.training_.max_epochs == FAST["max_epochs"] == written["training"]["max_epochs"]
+    mine, theirs = fitted.manifest(), again.manifest()
+    for m in (mine, theirs, written):
+        m.pop("created")
+    written.pop("files"), written.pop("onnx")
+    assert theirs == mine == written
+    again.save(tmp_path / "resaved")
+    resaved = json.loads((tmp_path / "resaved" / "manifest.json").read_text())
+    assert resaved["training"] == written["training"]
 
 
 def test_progress_callback(table):
@@ -172,8 +190,30 @@ def test_neighbor_part_sees_rows_far_from_every_training_row(table):
     gap = pd.DataFrame({"a": np.zeros(20), "b": np.zeros(20)})
     scored, reference = det.score(gap), det.score(normal)
     assert scored["neighbor_score"].min() > reference["neighbor_score"].quantile(0.99)
-    # Training rows have themselves among their neighbours.
-    assert reference["neighbor_score"].median() < 0
+
+
+def test_fit_then_score_the_same_table_leaves_each_row_out_of_its_neighbours(table):
+    """Scoring the training table: a reference row's distances are to the 5 nearest *other* rows
+    (as PyOD's kNN reports for its training rows), in both spaces, so that rows that happen to
+    be kept as reference rows (anomalies included) do not look more normal than the rest."""
+    import torch
+    from sklearn.neighbors import NearestNeighbors
+
+    from aaedetect.neighbors import hidden64
+
+    det = AAEDetector(**FAST).fit(table)
+    num, cat = (torch.from_numpy(a) for a in det.preprocessor_.transform(table))
+    bank = det.graph_.neighbors
+    with torch.no_grad():
+        _, _, near_x, near_h, _ = det.graph_.raw_parts(num, cat)
+        x = det.graph_.features(num, cat)
+        in_bank = (x[:, None, :] == bank.x_bank[None]).all(2).any(1)  # the table's reference rows
+        h = hidden64(det.graph_.aae.encoder.body, x[in_bank])
+    assert int(in_bank.sum()) == len(bank.x_bank) == det.n_rows_["train"]
+    for near, ref, query in ((near_x, bank.x_bank, x[in_bank]), (near_h, bank.h_bank, h)):
+        ref = ref.numpy().astype(np.float64)
+        others = NearestNeighbors(n_neighbors=6).fit(ref).kneighbors(query.numpy().astype(np.float64))[0]
+        np.testing.assert_allclose(near.numpy()[in_bank.numpy()], others[:, 1:].mean(1), rtol=2.0 ** -22)
 
 
 def test_neighbor_bank_is_a_seeded_sample_of_the_training_rows(table, tmp_path):

@@ -1,12 +1,13 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from aaedetect import model as M
-from aaedetect import scoring
+from aaedetect import neighbors as N
+from aaedetect.config import NetConfig, size_network
+from aaedetect.scoring import PART_CAP, Calibration
 from aaedetect.preprocess import TabularPreprocessor
 from aaedetect.priors import GaussianPrior, MixturePrior, UniformPrior, make_prior
 
@@ -72,13 +73,13 @@ def test_column_errors_zero_for_perfect_reconstruction(pre, table):
 
 
 def test_network_sizes():
-    cfg = M.size_network(25, "auto", "auto", 0.0)
+    cfg = size_network(25, "auto", "auto", 0.0)
     assert cfg.hidden == (128, 64) and cfg.latent_dim == 7
-    big = M.size_network(300, "auto", "auto", 0.0)
+    big = size_network(300, "auto", "auto", 0.0)
     assert big.hidden == (512, 256) and big.latent_dim == 32
-    fixed = M.size_network(10, (20, 10), 3, 0.1)
+    fixed = size_network(10, (20, 10), 3, 0.1)
     assert fixed.hidden == (20, 10) and fixed.latent_dim == 3
-    assert M.NetConfig.from_dict(fixed.to_dict()) == fixed
+    assert NetConfig.from_dict(fixed.to_dict()) == fixed
 
 
 @pytest.mark.parametrize("spec", ["gaussian", "uniform", "mixture:4"])
@@ -126,19 +127,19 @@ def test_bad_prior_name():
 def test_scoring_graph_is_deterministic_and_calibrated(pre, table, signal):
     torch.manual_seed(0)
     fe = M.FeatureEncoder(pre)
-    cfg = M.size_network(fe.n_features, "auto", "auto", 0.0)
+    cfg = size_network(fe.n_features, "auto", "auto", 0.0)
     aae = M.AAE(cfg, GaussianPrior(cfg.latent_dim))
     num, cat = pre.transform(table)
     num, cat = torch.from_numpy(num), torch.from_numpy(cat)
     with torch.no_grad():
         x = fe(num, cat)
-        bank = M.Neighbors(x[::2], aae.encoder.body(x[::2]))
+        bank = N.Neighbors(x[::2], N.hidden64(aae.encoder.body, x[::2]))
     graph = M.ScoringGraph(fe, aae, signal, neighbors=bank).eval()
     with torch.no_grad():
         recon_raw, latent_raw, near_x, near_h, _ = graph.raw_parts(num, cat)
-    cal = scoring.fit_calibration(recon_raw.numpy(), latent_raw.numpy(), latent_log=graph.latent_log,
-                                  latent_weight=0.25, neighbor_raw=(near_x.numpy(), near_h.numpy()),
-                                  neighbor_weight=2.0)
+    cal = Calibration.fit(recon_raw.numpy(), latent_raw.numpy(), latent_log=graph.latent_log,
+                          latent_weight=0.25, neighbor_raw=(near_x.numpy(), near_h.numpy()),
+                          neighbor_weight=2.0)
     graph = M.ScoringGraph(fe, aae, signal, cal, bank).eval()
     with torch.no_grad():
         a1, r1, l1, n1, e1 = graph(num, cat)
@@ -147,26 +148,70 @@ def test_scoring_graph_is_deterministic_and_calibrated(pre, table, signal):
     # Calibrated on these rows: medians near 0.
     assert abs(r1.median().item()) < 0.05 and abs(l1.median().item()) < 0.05
     assert abs(n1.median().item()) < 0.3  # the mean of two z-scores, each with median 0
-    torch.testing.assert_close(a1, r1 + 0.25 * l1.clamp(0, M.LATENT_CAP) + 2.0 * n1)
+    torch.testing.assert_close(a1, r1 + 0.25 * l1.clamp(0, PART_CAP) + 2.0 * n1.clamp(max=PART_CAP))
     assert e1.shape == (len(num), 5)
+
+
+def distances(query, bank, k):
+    query, bank = torch.as_tensor(query), torch.as_tensor(bank).float()
+    return N.mean_neighbor_distance(query, bank, bank.double().pow(2).sum(1), k).numpy()
 
 
 def test_mean_neighbor_distance_matches_brute_force():
     from sklearn.neighbors import NearestNeighbors
 
     rng = np.random.default_rng(0)
-    bank, query = rng.normal(size=(300, 7)), rng.normal(size=(50, 7)) * 2
+    bank = rng.normal(size=(300, 7)).astype(np.float32).astype(np.float64)
+    query = rng.normal(size=(50, 7)) * 2
     expected = NearestNeighbors(n_neighbors=5).fit(bank).kneighbors(query)[0].mean(1)
-    got = M.mean_neighbor_distance(torch.from_numpy(query), torch.from_numpy(bank), 5).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-6)  # float32 out
-    # A bank row itself is at distance 0 from its nearest neighbour (never negative or NaN).
-    d = M.mean_neighbor_distance(torch.from_numpy(bank[:3]).float(), torch.from_numpy(bank).float(), 1)
-    assert torch.all(d == 0)
+    # float32 out: one rounding of the mean distance
+    np.testing.assert_allclose(distances(query, bank, 5), expected, rtol=2.0 ** -23)
+
+
+def test_a_reference_row_leaves_itself_out():
+    """Fit a table, score the same table: a reference row scores as if it were not among them."""
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(200, 4)).astype(np.float32).astype(np.float64)
+    # What PyOD's kNN reports for its training rows: the k nearest other rows.
+    others = NearestNeighbors(n_neighbors=4).fit(bank).kneighbors(bank[:20])[0][:, 1:].mean(1)
+    np.testing.assert_allclose(distances(bank[:20], bank, 3), others, rtol=2.0 ** -23)
+    # A second copy of a row still counts: one copy is left out, the other is at distance 0.
+    doubled = np.concatenate([bank, bank[:1]])
+    d = NearestNeighbors(n_neighbors=3).fit(bank).kneighbors(bank[:1])[0][0]  # itself, then 2 others
+    assert distances(bank[:1], doubled, 3)[0] == pytest.approx(d.sum() / 3, rel=2.0 ** -23)
+
+
+def test_same_row_cut_off_is_relative_to_the_vectors():
+    """Rows that differ by float32 rounding are the same row, at any magnitude; rows that differ
+    by more are not."""
+    rng = np.random.default_rng(2)
+    for size in (1e-3, 1.0, 1e3):
+        bank = (rng.normal(size=(50, 6)) * size).astype(np.float32).astype(np.float64)
+        itself = distances(bank[:5], bank, 3)  # the 3 nearest other rows
+        nudged = bank[:5] * (1 + 2.0 ** -22)  # a few float32 steps away: still the same row
+        np.testing.assert_allclose(distances(nudged, bank, 3), itself, rtol=2.0 ** -18)
+        moved = bank[:5] * (1 + 2.0 ** -12)  # another row, very close: it counts, at ~0
+        assert (distances(moved, bank, 3) < 0.9 * itself).all()
 
 
 def test_neighbors_refuse_bad_banks():
     with pytest.raises(ValueError):
-        M.Neighbors(torch.zeros(0, 3), torch.zeros(0, 4))
+        N.Neighbors(torch.zeros(1, 3), torch.zeros(1, 4))  # a row needs another to be compared with
     with pytest.raises(ValueError):
-        M.Neighbors(torch.zeros(5, 3), torch.zeros(4, 4))
-    assert M.Neighbors(torch.zeros(3, 3), torch.zeros(3, 4)).k == 3  # fewer rows than NEIGHBORS
+        N.Neighbors(torch.zeros(5, 3), torch.zeros(4, 4))
+    assert N.Neighbors(torch.zeros(3, 3), torch.zeros(3, 4)).k == 2  # fewer rows than NEIGHBORS
+
+
+def test_hidden64_is_the_encoder_body_in_float64():
+    import copy
+
+    torch.manual_seed(0)
+    body = M.Encoder(size_network(12, "auto", "auto", 0.3)).body.eval()
+    x = torch.randn(40, 12)
+    with torch.no_grad():
+        h64 = N.hidden64(body, x)
+        expected = copy.deepcopy(body).double()(x.double())
+    assert h64.dtype == torch.float64 and h64.shape == (40, 64 // 2)
+    torch.testing.assert_close(h64, expected, rtol=1e-12, atol=1e-12)  # float64 rounding only

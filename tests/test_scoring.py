@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from aaedetect.errors import DataError
-from aaedetect.scoring import (MIN_LOG_SCALE, check_no_score_columns, fit_calibration, output_frame,
+from aaedetect.scoring import (MIN_LOG_SCALE, MIN_NEIGHBOR_LOG_SCALE, NEIGHBOR_MIN_OFFSET, Calibration,
+                               PartCalibration, check_no_score_columns, output_frame,
                                robust_location_scale, threshold_for_fpr)
 
 
@@ -22,15 +23,55 @@ def test_fit_calibration_log_and_linear():
     rng = np.random.default_rng(1)
     recon = np.exp(rng.normal(-2.0, 0.5, 10_000))
     latent = rng.normal(4.0, 3.0, 10_000)
-    cal = fit_calibration(recon, latent, latent_log=False, latent_weight=0.3)
-    assert cal["recon"]["log"] and not cal["latent"]["log"]
-    offset = cal["recon"]["offset"]
-    assert offset == pytest.approx(0.1 * np.median(recon))
-    z = (np.log(recon + offset) - cal["recon"]["center"]) / cal["recon"]["scale"]
+    cal = Calibration.fit(recon, latent, latent_log=False, latent_weight=0.3)
+    assert cal.recon.log and not cal.latent.log
+    assert cal.recon.offset == pytest.approx(0.1 * np.median(recon))
+    z = cal.recon.z(recon)
     assert np.median(z) == pytest.approx(0.0, abs=0.01)
     assert np.subtract(*np.percentile(z, [75, 25])) == pytest.approx(1.349, rel=0.02)
-    assert cal["latent"]["center"] == pytest.approx(4.0, abs=0.15)
-    assert cal["latent_weight"] == 0.3
+    assert cal.latent.center == pytest.approx(4.0, abs=0.15)
+    assert cal.latent_weight == 0.3 and cal.neighbor_weight == 0.0
+    assert Calibration.from_dict(cal.to_dict()) == cal
+
+
+def test_combine_caps_the_latent_and_neighbour_parts():
+    cal = Calibration.fit(np.ones(10), np.ones(10), latent_log=False, latent_weight=0.5,
+                          neighbor_raw=(np.ones(10), np.ones(10)), neighbor_weight=2.0)
+    recon = np.array([1.0, 1.0, 1.0, 1.0])
+    latent = np.array([-3.0, 4.0, 100.0, 0.0])
+    neighbor = np.array([0.5, 0.0, 0.0, 460.0])
+    # latent: negative evidence counts 0, and at most PART_CAP (20); neighbour: at most 20
+    np.testing.assert_allclose(cal.combine(recon, latent, neighbor), [2.0, 3.0, 11.0, 41.0])
+
+
+def test_neighbor_calibration_with_mostly_exact_copies():
+    """Three quarters of the held-out rows are copies of training rows (distance 0): the spread
+    comes from the rest, and a row at distance 0.1 scores on the scale of normal rows at a
+    distance, not in the hundreds."""
+    rng = np.random.default_rng(3)
+    apart = np.exp(rng.normal(np.log(0.2), 0.5, 250))
+    raw = np.concatenate([np.zeros(750), apart])
+    part = PartCalibration.fit_distances(raw)
+    assert part.offset == pytest.approx(0.1 * np.median(apart))
+    assert part.scale == pytest.approx(PartCalibration.fit(apart, True).scale, rel=0.2)
+    assert part.z(np.array([0.0]))[0] == pytest.approx(0.0)  # a copy: as typical as the median row
+    assert 1 < part.z(np.array([0.1]))[0] < 10
+    assert part.z(np.array([1.0]))[0] > part.z(np.array([0.1]))[0]
+
+
+def test_neighbor_calibration_when_every_row_is_a_copy():
+    part = PartCalibration.fit_distances(np.zeros(100))
+    assert part.offset == NEIGHBOR_MIN_OFFSET and part.scale == MIN_NEIGHBOR_LOG_SCALE
+    assert part.z(np.array([0.1]))[0] == pytest.approx(np.log(0.101 / 0.001) / MIN_NEIGHBOR_LOG_SCALE)
+
+
+@pytest.mark.parametrize("bad", [{"center": 0.0, "scale": 0.0, "log": True, "offset": 0.1},
+                                 {"center": float("nan"), "scale": 1.0, "log": True, "offset": 0.1},
+                                 {"center": 0.0, "scale": 1.0, "log": "yes", "offset": 0.1},
+                                 {"center": 0.0, "scale": 1.0, "log": True}])
+def test_malformed_part_calibration_is_refused(bad):
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        PartCalibration.from_dict(bad)
 
 
 @pytest.mark.parametrize("fpr", [0.01, 0.05, 0.2])

@@ -1,0 +1,105 @@
+"""The neighbour part: reference rows kept from training, and each row's mean distance to the
+nearest of them, in the encoded input and in the encoder's last hidden layer.
+
+Shapes: B query rows, M reference rows, F features of the space searched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SCORE_BATCH_ROWS
+#: Neighbours whose distances are averaged (PyOD's and scikit-learn's default for kNN detectors).
+NEIGHBORS = 5
+#: Candidates per neighbour taken from the fast float32 step to the exact float64 one.
+NEIGHBOR_CANDIDATES = 2
+#: Two vectors are the same row when their distance is below this share of their length
+#: (``|q - b|^2 <= SAME_ROW_RELATIVE^2 * (|q|^2 + |b|^2)``). The encoded input is float32, and
+#: two engines may round a value to neighbouring float32 numbers (one step is 2^-23 of it); 2^-16
+#: leaves room for 128 such steps, while two rows that differ anywhere by a meaningful amount
+#: (1e-4 of a standard deviation in one column of a 100-column table) stay apart.
+SAME_ROW_RELATIVE = 2.0 ** -16
+
+
+def hidden64(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's hidden layer (B, H) computed in float64 from float32 input and weights.
+
+    float32 matrix kernels round differently from one library and CPU to the next (torch's MKL or
+    oneDNN, onnxruntime's MLAS); in float64 those differences are ~1e-16 instead of ~1e-7, so the
+    distances between nearly identical rows, which calibration magnifies, agree across engines.
+    Dropout is the identity at scoring time; it has no weights to carry.
+    """
+    h = x.double()
+    for layer in body:
+        if isinstance(layer, nn.Linear):
+            h = F.linear(h, layer.weight.double(), layer.bias.double())
+        elif isinstance(layer, nn.ReLU):
+            h = F.relu(h)
+    return h
+
+
+def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+                           k: int) -> torch.Tensor:
+    """Mean Euclidean distance (B,) from each query row (B, F) to its ``k`` nearest bank rows
+    (M, F, float32; ``bank_sq`` (M,) their squared lengths in float64), leaving out one exact match.
+
+    Two steps: candidates by |q - b|^2 = |q|^2 - 2 q.b + |b|^2 in float32 (one matrix product, the
+    bulk of the work), then the exact distance to the ``NEIGHBOR_CANDIDATES * (k + 1)`` best
+    candidates in float64. Distances under ``SAME_ROW_RELATIVE`` of the vectors' length are 0.
+
+    Leaving out one exact match makes a row score the same whether or not it is itself among the
+    reference rows (as PyOD's kNN does for its training scores): fit on a table and score that
+    table, and its reference rows do not find themselves at distance 0. A second copy of a row
+    still counts. Needs ``k < M``.
+    """
+    q32 = query.float()
+    d2 = (q32 * q32).sum(1, keepdim=True) - 2.0 * q32 @ bank.T + (bank * bank).sum(1)  # (B, M)
+    n_candidates = min(NEIGHBOR_CANDIDATES * (k + 1), bank.shape[0])
+    candidates = torch.topk(d2, n_candidates, dim=1, largest=False).indices  # (B, c)
+    q64 = query.double()
+    diff = bank[candidates].double() - q64.unsqueeze(1)  # (B, c, F)
+    exact = (diff * diff).sum(2)  # (B, c)
+    cutoff = SAME_ROW_RELATIVE ** 2 * ((q64 * q64).sum(1, keepdim=True) + bank_sq[candidates])
+    exact = torch.where(exact <= cutoff, torch.zeros_like(exact), exact)
+    nearest = torch.topk(exact, k + 1, dim=1, largest=False, sorted=True).values.sqrt()  # (B, k+1)
+    self_match = nearest[:, 0] == 0.0
+    return torch.where(self_match, nearest[:, 1:].mean(1), nearest[:, :k].mean(1)).float()
+
+
+class Neighbors(nn.Module):
+    """Reference rows for the neighbour part, in two spaces: the encoded input the autoencoder
+    reads, and the encoder's last hidden layer (the representation it learnt). Plain float arrays,
+    saved in ``weights.npz`` beside the networks."""
+
+    def __init__(self, x_bank: torch.Tensor, h_bank: torch.Tensor):
+        super().__init__()
+        if x_bank.ndim != 2 or h_bank.ndim != 2 or len(x_bank) != len(h_bank) or len(x_bank) < 2:
+            raise ValueError("neighbour banks must be two tables with as many rows, at least 2")
+        self.register_buffer("x_bank", x_bank.float())
+        self.register_buffer("h_bank", h_bank.float())
+        # Squared lengths for the same-row cut-off: derived from the banks, so not saved.
+        self.register_buffer("x_sq", self.x_bank.double().pow(2).sum(1), persistent=False)
+        self.register_buffer("h_sq", self.h_bank.double().pow(2).sum(1), persistent=False)
+        self.k = min(NEIGHBORS, len(x_bank) - 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean distances (B,) each, in the encoded input ``x`` (B, D) and the hidden layer ``h``
+        (B, H, float64: see :func:`hidden64`)."""
+        return (mean_neighbor_distance(x, self.x_bank, self.x_sq, self.k),
+                mean_neighbor_distance(h, self.h_bank, self.h_sq, self.k))
+
+    @classmethod
+    @torch.no_grad()
+    def from_training(cls, body: nn.Sequential, x: torch.Tensor, rows: np.ndarray, seed: int,
+                      max_rows: int) -> "Neighbors":
+        """The reference rows: the training rows ``rows`` of the encoded table ``x`` (a seeded
+        sample of at most ``max_rows``), and their hidden layer (in float64, as scoring does)."""
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+        bank_x = x[torch.from_numpy(rows).to(x.device)]
+        step = SCORE_BATCH_ROWS[x.device.type]
+        bank_h = torch.cat([hidden64(body, bank_x[i:i + step]) for i in range(0, len(bank_x), step)])
+        return cls(bank_x, bank_h)
