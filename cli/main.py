@@ -1,12 +1,14 @@
 """The ``aaedetect`` command: parse options, call the library, print. Nothing else lives here.
 
-Errors: the library raises ``AAEDetectError`` subclasses; :class:`Group` turns each into one
-``error: ...`` line on stderr and the exit code of its class (README, "Exit codes").
+Errors: the library raises ``AAEDetectError`` subclasses; each command (through :func:`common`)
+turns them into one ``error: ...`` line on stderr and the exit code of their class (README, "Exit
+codes"); :class:`Group` does the same for usage errors, interrupts and signals.
 torch is imported only by commands that train, so ``aaedetect score`` starts fast.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -15,7 +17,8 @@ import traceback
 import click
 
 from aaedetect._version import __version__
-from aaedetect.config import DEVICES, REGULARIZERS, SCALINGS, defaults
+from aaedetect.config import (DEFAULT_CHUNK_ROWS, DEFAULT_OPSET, DEVICES, ENGINES, LATENT_SIGNALS,
+                              PART_CAP, REGULARIZERS, SCALINGS, SCORE_BATCH_ROWS, defaults)
 from aaedetect.errors import EXIT_CODES, AAEDetectError, ModelFormatError
 
 D = defaults()
@@ -23,11 +26,10 @@ logger = logging.getLogger("aaedetect")
 
 
 class Group(click.Group):
-    """A click group whose errors are one ``error:`` line (a traceback only with --debug)."""
+    """A click group whose errors are one ``error:`` line (library errors: see :func:`common`)."""
 
     def main(self, args=None, **kwargs):
         kwargs["standalone_mode"] = False
-        debug = "--debug" in (sys.argv[1:] if args is None else args)
         previous = _on_sigterm()
         try:
             rv = super().main(args, **kwargs)
@@ -42,11 +44,6 @@ class Group(click.Group):
                 hint = f" (see '{exc.ctx.command_path} --help')"
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
             sys.exit(2)
-        except AAEDetectError as exc:
-            if debug:
-                traceback.print_exc()
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
-            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
@@ -56,12 +53,6 @@ class Group(click.Group):
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): not an error of ours.
             sys.stderr.close()
-            sys.exit(1)
-        except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug
-            if debug:
-                traceback.print_exc()
-            click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
-                       f"(run again with --debug for the traceback, and please report it)", err=True)
             sys.exit(1)
         finally:
             if previous is not None:
@@ -103,11 +94,30 @@ class _Formatter(logging.Formatter):
 
 
 def common(func):
-    """Options every command takes."""
-    func = click.option("--debug", is_flag=True, help="Show a traceback when something fails.")(func)
-    func = click.option("-q", "--quiet", is_flag=True,
-                        help="No progress and no summary; warnings and errors only.")(func)
-    return func
+    """Options every command takes, and its error handling: a library error (or a bug) becomes
+    one ``error:`` line and the exit code of its class; ``--debug`` adds the traceback."""
+    @functools.wraps(func)
+    def command(*args, debug: bool, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except AAEDetectError as exc:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.ClickException, click.Abort, BrokenPipeError):
+            raise  # Group.main's
+        except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                       f"(run again with --debug for the traceback, and please report it)", err=True)
+            sys.exit(1)
+
+    command = click.option("--debug", is_flag=True, help="Show a traceback when something fails.")(command)
+    command = click.option("-q", "--quiet", is_flag=True,
+                           help="No progress and no summary; warnings and errors only.")(command)
+    return command
 
 
 def _exit_code_help() -> str:
@@ -171,13 +181,14 @@ def _default(name: str) -> str:
               help=f"Share of rows held out for early stopping and calibration.  [default: {_default('validation_fraction')}]")
 @click.option("--fpr", type=float, default=None,
               help=f"Target false-positive rate on held-out normal rows; sets the threshold.  [default: {_default('fpr')}]")
-@click.option("--latent-signal", type=click.Choice(["density", "discriminator"]), default=None,
+@click.option("--latent-signal", type=click.Choice(LATENT_SIGNALS), default=None,
               help="Latent part of the score: 'density' is -log q(z), the code's density under the "
                    "encoded data (prior density corrected by the discriminator); 'discriminator' "
                    f"is -log D(z).  [default: {_default('latent_signal')}]")
 @click.option("--latent-weight", type=float, default=None,
               help="Weight of the latent part: anomaly_score = recon_score + WEIGHT * "
-                   "clip(latent_score, 0, 20) + NEIGHBOR_WEIGHT * neighbor_score; 0 leaves it out.  "
+                   f"clip(latent_score, 0, {PART_CAP:g}) + NEIGHBOR_WEIGHT * min(neighbor_score, "
+                   f"{PART_CAP:g}); 0 leaves it out.  "
                    f"[default: {_default('latent_weight')}]")
 @click.option("--neighbor-weight", type=float, default=None,
               help="Weight of the neighbour part (distance to the nearest training rows); 0 leaves "
@@ -195,7 +206,7 @@ def _default(name: str) -> str:
               help=f"Where to train.  [default: {_default('device')}: CUDA when available]")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator.")
 @common
-def fit(data, model_dir, force, sep, quiet, debug, **options):
+def fit(data, model_dir, force, sep, quiet, **options):
     """Train a model on the normal rows in DATA and write it to MODEL_DIR.
 
     String columns become categories; constant and identifier-like columns are left out with a
@@ -264,23 +275,24 @@ class _EpochBar:
               help="Where to write: a .csv, .csv.gz or .parquet file, or '-' for CSV on stdout.")
 @click.option("--label", default=None, metavar="COL",
               help="Column of true 0/1 labels: also report AUROC, AUPRC, precision and recall.")
-@click.option("--engine", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True,
               help="onnx: score model.onnx with onnxruntime (fast start, no torch); torch: the "
                    "PyTorch model.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto: an NVIDIA GPU when a working one is found, else CPU.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=DEFAULT_CHUNK_ROWS, show_default=True,
               help="Rows read and scored at a time (bounds memory).")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=None,
-              help="Rows per onnxruntime call within a chunk.  [default: 4096 on CPU, 16384 on CUDA]")
+              help="Rows per onnxruntime call within a chunk.  [default: "
+                   f"{SCORE_BATCH_ROWS['cpu']} on CPU, {SCORE_BATCH_ROWS['cuda']} on CUDA]")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
 @common
-def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, sep, quiet, debug):
+def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, sep, quiet):
     """Score every row of DATA with the model in MODEL_DIR.
 
     The output holds every input column, in order and untouched, plus anomaly_score (higher = more
-    anomalous), recon_score, latent_score and is_anomaly (1 when anomaly_score is above the
-    model's threshold). Columns the model does not know pass through.
+    anomalous), recon_score, latent_score, neighbor_score and is_anomaly (1 when anomaly_score is
+    above the model's threshold). Columns the model does not know pass through.
     """
     from aaedetect.engine import load_scorer
     from aaedetect.pipeline import score_file
@@ -312,9 +324,9 @@ def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Write the ONNX graph to FILE instead of replacing MODEL_DIR/model.onnx.")
 @click.option("--opset", type=click.IntRange(min=17), default=None,
-              help="ONNX opset version.  [default: 18]")
+              help=f"ONNX opset version.  [default: {DEFAULT_OPSET}]")
 @common
-def export(model_dir, output, opset, quiet, debug):
+def export(model_dir, output, opset, quiet):
     """Export the scoring graph of MODEL_DIR to ONNX again, from its saved weights.
 
     The graph is checked with onnx.checker and against the torch model before it is written.
@@ -332,11 +344,12 @@ def export(model_dir, output, opset, quiet, debug):
 @click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @common
-def info(model_dir, as_json, quiet, debug):
+def info(model_dir, as_json, quiet):
     """Show what a model expects and how it was trained."""
     import json
 
     from aaedetect.artifacts import ModelDir
+    from aaedetect.manifest import manifest_problems
 
     _setup_logging(quiet)
     # A damaged model is described as far as it can be, followed by everything wrong with it.
@@ -354,22 +367,6 @@ def info(model_dir, as_json, quiet, debug):
     if problems:
         more = f" (and {len(problems) - 1} more problem(s) above)" if len(problems) > 1 else ""
         raise ModelFormatError(f"{found.path}: damaged model: {problems[0]}{more}")
-
-
-def manifest_problems(m: dict) -> list[str]:
-    """What would stop the manifest's contents from loading, one message each."""
-    from aaedetect.config import Options
-    from aaedetect.preprocess import TabularPreprocessor
-
-    problems = []
-    for key, check in (("options", lambda v: Options.from_dict(v)),
-                       ("preprocessing", lambda v: TabularPreprocessor.from_dict(v)),
-                       ("threshold", lambda v: float(v)), ("calibration", lambda v: v["recon"]["scale"])):
-        try:
-            check(m[key])
-        except (KeyError, TypeError, ValueError, AttributeError, AAEDetectError) as exc:
-            problems.append(f"manifest.json: {key!r} is missing or malformed ({type(exc).__name__}: {exc})")
-    return problems
 
 
 def describe(m: dict) -> str:
