@@ -13,10 +13,30 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "datasets" / "demo"
 #: Few epochs: these fixtures test plumbing, not detection quality.
 FAST = dict(max_epochs=4, batch_size=64, random_state=0)
-#: Folder of the shared benchmark CSVs; tests that need it are skipped without it.
+#: Folder of the shared benchmark CSVs; tests that need it are skipped when the variable is not
+#: set, and the whole run fails when it is set but unusable (see pytest_configure).
 SHARED_DATA = os.environ.get("AAEDETECT_DATA")
 needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA, reason="set AAEDETECT_DATA to a folder of benchmark CSVs (e.g. ../shared/datasets)")
+    SHARED_DATA is None, reason="set AAEDETECT_DATA to a folder of benchmark CSVs (e.g. ../shared/datasets)")
+
+
+def shared_data_problem(value: str | None) -> str | None:
+    """Why ``AAEDETECT_DATA=value`` cannot serve the shared-data tests; None when it can or is unset."""
+    if value is None:
+        return None
+    folder = Path(value)
+    if not value or not folder.is_dir() or not os.access(folder, os.R_OK | os.X_OK):
+        return f"AAEDETECT_DATA={value!r} is not a readable folder"
+    if not any(folder.glob("*.csv.gz")):
+        return f"AAEDETECT_DATA={value!r} holds no *.csv.gz benchmark tables"
+    return None
+
+
+def pytest_configure(config):
+    # A set but wrong AAEDETECT_DATA must not turn the quality floors into silent skips.
+    problem = shared_data_problem(SHARED_DATA)
+    if problem:
+        raise pytest.UsageError(f"{problem}; fix it, or unset it to skip the shared-data tests")
 
 
 def make_table(n: int = 300, seed: int = 0) -> pd.DataFrame:

@@ -47,3 +47,16 @@ def test_sklearn_tables(name):
 def test_sklearn_table_unknown():
     with pytest.raises(ValueError, match="unknown dataset"):
         load_sklearn_anomaly("mnist")
+
+
+def test_a_set_but_unusable_shared_data_folder_is_an_error(tmp_path):
+    """AAEDETECT_DATA set to a folder the shared-data tests cannot use stops the whole run (see
+    conftest.pytest_configure) rather than turning the quality floors into skips."""
+    from conftest import shared_data_problem
+
+    assert shared_data_problem(None) is None  # unset: those tests are skipped
+    assert "not a readable folder" in shared_data_problem(str(tmp_path / "nope"))
+    assert "not a readable folder" in shared_data_problem("")
+    assert "no *.csv.gz" in shared_data_problem(str(tmp_path))
+    (tmp_path / "x.csv.gz").write_bytes(b"")
+    assert shared_data_problem(str(tmp_path)) is None

@@ -17,8 +17,12 @@ from aaedetect import load
 
 CLI = [sys.executable, "-m", "aaedetect_cli"]
 #: Kill moments as shares of an uninterrupted run's duration: random, but the same in every run,
-#: spread over start-up, reading, training or scoring, and writing.
-SHARES = tuple(np.round(np.random.default_rng(7).uniform(0.05, 0.98, 6), 2))
+#: spread over start-up, reading, training or scoring, and writing. `make test` tries every other
+#: one (early, middle, late); the rest run with the slow tests (`make test-all`).
+SHARES = tuple(pytest.param(share, marks=[pytest.mark.slow] if i % 2 else [])
+               for i, share in enumerate(sorted(np.round(np.random.default_rng(7).uniform(0.05, 0.98, 6), 2))))
+#: Rows of the file that `score` is killed while scoring (a few seconds of work).
+SCORE_ROWS = 100_000
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def files(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("kill")
     make_table(3000, seed=1).to_csv(tmp / "train.csv", index=False)
-    make_table(300_000, seed=2).to_csv(tmp / "big.csv", index=False)
+    make_table(SCORE_ROWS, seed=2).to_csv(tmp / "big.csv", index=False)
     started = time.perf_counter()
     subprocess.run([*CLI, *FIT_ARGS(tmp, tmp / "model")], check=True)
     durations = {"fit": time.perf_counter() - started}
@@ -65,7 +69,7 @@ def test_killed_fit_never_harms_the_model_at_the_target(files, tmp_path, share):
     load(target)  # complete and valid: every checksum matches, old model or new
 
 
-@pytest.mark.parametrize("share", SHARES[:3])
+@pytest.mark.parametrize("share", SHARES)
 def test_killed_fit_leaves_nothing_or_a_whole_model(files, tmp_path, share):
     tmp, durations = files
     target = tmp_path / "model"
@@ -82,13 +86,21 @@ def test_killed_score_leaves_old_output_or_the_whole_new_one(files, tmp_path, sh
     run_and_kill(SCORE_ARGS(tmp, out), share * durations["score"])
     if out.read_text()[:4] != "old\n":
         scored = pd.read_csv(out, usecols=["anomaly_score"])
-        assert len(scored) == 300_000 and np.isfinite(scored["anomaly_score"]).all()
+        assert len(scored) == SCORE_ROWS and np.isfinite(scored["anomaly_score"]).all()
 
 
 def test_sigterm_cleans_up_and_says_so(files, tmp_path):
-    tmp, durations = files
+    """SIGTERM while the output is being written (its temporary file exists): exit 143, and
+    neither the output nor the temporary file is left."""
+    tmp, _ = files
     out = tmp_path / "out.parquet"
-    proc = run_and_kill(SCORE_ARGS(tmp, out), 0.8 * durations["score"], signal.SIGTERM)
+    proc = subprocess.Popen([*CLI, *map(str, SCORE_ARGS(tmp, out))], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.parquet.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
     assert proc.returncode == 143, "the signal came too late: scoring had finished"
     assert proc.stderr.read().decode().strip().splitlines()[-1] == "error: terminated (SIGTERM); nothing was written"
     assert list(tmp_path.iterdir()) == []  # no output and no temporary file
