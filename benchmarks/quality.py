@@ -1,15 +1,23 @@
 #!/usr/bin/env python
 """Detection quality of aaedetect next to the detectors a user would pick instead.
 
-Novelty protocol (DAGMM, GOAD, NeuTraL-AD): for each dataset and seed, train on a random half of
-the normal rows (label 0) and test on the other half plus every anomaly (label 1). All methods see
-the same split. Reported per dataset, method and seed: AUROC, AUPRC (average precision), F1 with
-the top-k test rows flagged (k = number of anomalies in the test set), fit and score seconds.
+Two protocols (``--protocol``), every method on the same rows:
+
+- ``novelty`` (DAGMM, GOAD, NeuTraL-AD; the default): for each dataset and seed, train on a random
+  half of the normal rows (label 0) and test on the other half plus every anomaly (label 1).
+- ``unsupervised`` (ADBench's unsupervised setting): fit on every row, anomalies included, and
+  score those same rows. Each detector reports its honest scores of its own training rows: a
+  nearest-neighbour method leaves the row itself out (PyOD's ``decision_scores_``, scikit-learn's
+  ``negative_outlier_factor_``), as aaedetect's ``score`` does for its reference rows.
+
+Reported per dataset, method and seed: AUROC, AUPRC (average precision), F1 with the top-k test
+rows flagged (k = number of anomalies in the test set), fit and score seconds.
 
 Usage (from the repository root; PyOD is a benchmark-only dependency)::
 
     pip install -r benchmarks/requirements.txt
     python benchmarks/quality.py --data ../shared/datasets --seeds 0,1,2
+    python benchmarks/quality.py --protocol unsupervised
     python benchmarks/quality.py --datasets thyroid,cardio --methods aaedetect,iforest,knn
     python benchmarks/quality.py --datasets thyroid --aae-options 'max_epochs=50,hidden_dims=(64,16)'
     python benchmarks/quality.py --variants 'mmd:regularizer=mmd;mix:prior=mixture:4' \
@@ -58,6 +66,12 @@ SCORE_PARTS = ("recon", "latent", "neighbor")
 #: Datasets evaluated with the label flipped (DAGMM protocol for KDDCUP99).
 FLIPPED = ("kddcup99_10pct",)
 PEERS = ("iforest", "ocsvm", "lof", "knn", "ae", "vae", "deepsvdd")
+PROTOCOLS = ("novelty", "unsupervised")
+#: Peers with honest scores of their own training rows (a row is not its own neighbour), and the
+#: attribute, as (name, sign), that holds them; the others score their training rows like any.
+TRAINING_SCORES = {"lof": ("negative_outlier_factor_", -1.0), "knn": ("decision_scores_", 1.0),
+                   "ae": ("decision_scores_", 1.0), "vae": ("decision_scores_", 1.0),
+                   "deepsvdd": ("decision_scores_", 1.0)}
 METHODS = ("aaedetect",) + PEERS
 #: Peers whose cost grows with the square of the training rows: these train on a subsample.
 SLOW_PEERS = ("ocsvm", "lof", "knn")
@@ -124,6 +138,16 @@ def novelty_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(normal[:half]), test
 
 
+def unsupervised_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train on every row and test on the same rows, in one shuffled order (so that ties in the
+    scores are not broken in label order); the two index arrays are equal."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    return order, order
+
+
+SPLITS = {"novelty": novelty_split, "unsupervised": unsupervised_split}
+
+
 def peer_features(train: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Median-impute and standardise numeric columns, one-hot string columns; fit on train."""
     numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
@@ -177,12 +201,14 @@ def make_peer(name: str, seed: int, n_features: int, epochs: int | None):
     raise ValueError(f"unknown method {name!r}")
 
 
-def fit_and_score(kind: str, options: dict, seed: int, train, test,
-                  epochs: int | None) -> tuple[dict[str, np.ndarray], float, float]:
+def fit_and_score(kind: str, options: dict, seed: int, train, test, epochs: int | None,
+                  own_rows: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], float, float]:
     """Fit one method, score the test rows (higher = more anomalous): scores by part, fit and
-    score seconds. The part "" is the method's score; aaedetect adds "recon" and "latent".
+    score seconds. The part "" is the method's score; aaedetect adds its score parts.
 
     aaedetect takes the raw training and test frames, the peers preprocessed arrays.
+    ``own_rows`` (unsupervised protocol): for each training row, its position among the test
+    rows; peers with honest training scores (``TRAINING_SCORES``) report those for these rows.
     """
     if kind == "aaedetect":
         from aaedetect import AAEDetector
@@ -200,6 +226,9 @@ def fit_and_score(kind: str, options: dict, seed: int, train, test,
     model.fit(train)
     fitted = time.perf_counter()
     scores = {part: np.asarray(v, dtype=np.float64).ravel() for part, v in score(model, test).items()}
+    if own_rows is not None and kind in TRAINING_SCORES:
+        name, sign = TRAINING_SCORES[kind]
+        scores[""][own_rows] = sign * np.asarray(getattr(model, name), dtype=np.float64)
     return scores, fitted - start, time.perf_counter() - fitted
 
 
@@ -232,7 +261,7 @@ def run(args, datasets: list[Path], methods: list[tuple[str, str, dict]]) -> lis
 
 def run_split(args, name: str, frame: pd.DataFrame, y: np.ndarray, seed: int, methods):
     """Yield one record per method for one dataset and seed, all on the same split."""
-    train_idx, test_idx = novelty_split(y, seed)
+    train_idx, test_idx = SPLITS[args.protocol](y, seed)
     train = frame.iloc[train_idx].reset_index(drop=True)
     test = frame.iloc[test_idx].reset_index(drop=True)
     y_test = y[test_idx]
@@ -246,6 +275,8 @@ def run_split(args, name: str, frame: pd.DataFrame, y: np.ndarray, seed: int, me
         if kind == "aaedetect":
             rec["options"] = options
         parts: dict[str, dict] = {}
+        # Unsupervised: the training rows are the test rows, in the same order.
+        own_rows = np.arange(len(train)) if args.protocol == "unsupervised" else None
         try:
             if kind == "aaedetect":
                 x_train, x_test = train, test
@@ -254,10 +285,11 @@ def run_split(args, name: str, frame: pd.DataFrame, y: np.ndarray, seed: int, me
                 x_train, x_test = features
                 if kind in SLOW_PEERS and sub is not None:
                     x_train = x_train[sub]
+                    own_rows = sub if own_rows is not None else None
                     rec["n_train"] = len(sub)
                     rec["note"] = f"train subsampled to {len(sub)} of {len(train)} rows"
             scores, fit_s, score_s = fit_and_score(kind, options, seed, x_train, x_test,
-                                                   args.pyod_epochs)
+                                                   args.pyod_epochs, own_rows)
             rec.update(quality(y_test, scores.pop("")), fit_s=fit_s, score_s=score_s, status="ok")
             if label == "aaedetect":  # the default's parts, from the same fit
                 parts = {f"{label}[{p}]": {**rec, "method": f"{label}[{p}]", "part": p,
@@ -391,6 +423,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--datasets", help="comma list of dataset names [default: all but "
                    + ", ".join(SKIP_BY_DEFAULT) + "]")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds [default: 0,1,2]")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="novelty",
+                   help="novelty: train on half the normal rows, test on the rest and the "
+                   "anomalies; unsupervised: fit on every row, score the same rows [default: novelty]")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma list from " + ", ".join(METHODS) + " [default: all]")
     p.add_argument("--aae-options", default="",
@@ -442,8 +477,10 @@ def main(argv=None) -> int:
     env = environment()
     print("# aaedetect quality benchmark\n")
     print(", ".join(f"{k} {v}" for k, v in env.items()))
-    print(f"data {data}; seeds {args.seeds}; protocol: train on half the normal rows, test on the "
-          f"other half + all anomalies; F1 at the true anomaly count")
+    described = {"novelty": "train on half the normal rows, test on the other half + all anomalies",
+                 "unsupervised": "fit on every row (anomalies included), score the same rows"}
+    print(f"data {data}; seeds {args.seeds}; protocol {args.protocol}: {described[args.protocol]}; "
+          f"F1 at the true anomaly count")
     for label, kind, options in methods:
         if kind == "aaedetect":
             print(f"{label}: {options or 'defaults'} (random_state = seed)")
