@@ -29,12 +29,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from .config import DEFAULT_CHUNK_ROWS
 from .errors import DataError, PathError
-from .preprocess import check_unique_columns
 
 STDIO = "-"
-#: Rows per chunk when scoring: bounds memory for files of any size.
-DEFAULT_CHUNK_ROWS = 100_000
 _SNIFF_BYTES = 64 * 1024
 _PARQUET_MAGIC = b"PAR1"
 #: Compressions pyarrow reads, by their magic bytes.
@@ -125,7 +123,14 @@ class TableSource:
 
     def _csv_options(self):
         read = pacsv.ReadOptions(block_size=4 << 20, encoding="utf8")
-        parse = pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True)
+        self._invalid_rows = []
+
+        def invalid_row(row) -> str:  # a row with another number of fields than the header
+            self._invalid_rows.append(row)
+            return "error"
+
+        parse = pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True,
+                                   invalid_row_handler=invalid_row)
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.header},
                                        strings_can_be_null=False, quoted_strings_can_be_null=False)
         return dict(read_options=read, parse_options=parse, convert_options=convert)
@@ -173,26 +178,41 @@ class TableSource:
         try:
             yield
         except pa.ArrowInvalid as exc:
-            text = str(exc)
-            if "Expected" in text and "columns" in text:
-                raise DataError(f"{self.name}: {self._bad_row()}") from None
-            if "UTF8" in text or "UTF-8" in text:
-                raise DataError(f"{self.name}: not UTF-8 text further into the file; is it a "
-                                f"binary file?") from None
-            raise DataError(f"{self.name}: malformed CSV: {text.splitlines()[0]}") from None
+            if self._invalid_rows:  # the parser told us which row, through invalid_row_handler
+                raise DataError(f"{self.name}: {self._bad_row(self._invalid_rows[0])}") from None
+            offset = self._first_non_utf8_byte()
+            if offset is not None:
+                raise DataError(f"{self.name}: not UTF-8 text (byte {offset:,}); is it a binary "
+                                f"file?") from None
+            raise DataError(f"{self.name}: malformed CSV: {str(exc).splitlines()[0]}") from None
         except (OSError, EOFError, pa.ArrowException) as exc:
             raise DataError(f"{self.name}: cannot be read ({str(exc).splitlines()[0]})") from None
 
-    def _bad_row(self) -> str:
-        """Find the first row whose field count differs from the header's (only on that error)."""
+    def _bad_row(self, invalid) -> str:
+        """Where the row pyarrow refused (a ``pyarrow.csv.InvalidRow``) is: pyarrow does not know
+        its line when values may hold line breaks, so the file is read again to find it."""
         with self._stream() as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             reader = csv.reader(text, delimiter=self.sep)
             expected = len(next(reader))
             for row in reader:
                 if row and len(row) != expected:
-                    return (f"line {reader.line_num} has {len(row)} fields, the header has {expected}")
-        return "a row has another number of fields than the header"
+                    return f"line {reader.line_num} has {len(row)} fields, the header has {expected}"
+        return (f"a row has {invalid.actual_columns} fields, the header has "
+                f"{invalid.expected_columns}: {invalid.text[:80]!r}")
+
+    def _first_non_utf8_byte(self) -> int | None:
+        """The offset of the first byte that is not UTF-8 text, or None (only on a parse error)."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with self._stream() as raw:
+            while block := raw.read(1 << 20):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    return offset + exc.start
+                offset += len(block)
+        return None
 
     def _parquet_chunks(self, chunk_rows: int | None) -> Iterator[tuple[pd.DataFrame, None]]:
         import pyarrow.parquet as pq

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from aaedetect.errors import DataError, PathError
-from aaedetect.io import AtomicOutput, TableSource
+from aaedetect.tables import AtomicOutput, TableSource
 
 
 def read(path, **kw):
@@ -58,7 +58,7 @@ def test_chunks_carry_line_numbers(tmp_path):
 @pytest.mark.parametrize("content,match", [
     (b"", "empty"),
     (b"a,b\n1,2\n\xff\xfe\x01,2\n", "not UTF-8"),
-    (b"a,b\n" + b"1,2\n" * 40_000 + b"\xff,\xfe\n", "not UTF-8 text further into the file"),
+    (b"a,b\n" + b"1,2\n" * 40_000 + b"\xff,\xfe\n", r"not UTF-8 text \(byte 160,004\)"),
     (b"PK\x03\x04\x00\x00binary\x00stuff", "binary"),
     (b"a;b;c\n1;2;3\n", "separated by ';'"),
     (b"a,b,a\n1,2,3\n", "'a' appears more than once"),
