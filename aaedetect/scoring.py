@@ -55,14 +55,14 @@ class PartCalibration:
     offset: float = 0.0
 
     @classmethod
-    def fit(cls, raw: np.ndarray, log: bool, *, min_offset: float = CALIBRATION_EPS) -> "PartCalibration":
+    def fit(cls, raw: np.ndarray, log: bool) -> "PartCalibration":
         """Fit on the raw part of held-out normal rows. Positive, skewed parts are taken in log
         space, where they are close to symmetric; the offset (a tenth of the median) keeps
         differences among near-zero values (noise, and float32 rounding) from being magnified."""
         values = np.asarray(raw, dtype=np.float64)
         offset = 0.0
         if log:
-            offset = max(LOG_OFFSET_SHARE * float(np.median(values)), min_offset)
+            offset = max(LOG_OFFSET_SHARE * float(np.median(values)), CALIBRATION_EPS)
             values = np.log(values + offset)
         center, scale = robust_location_scale(values)
         return cls(center, scale, log, offset)
