@@ -5,14 +5,15 @@
 """
 
 from ._version import __version__
-from .errors import AAEDetectError, DataError, ModelFormatError, OptionError, PathError, TrainingError
+from .errors import (AAEDetectError, DataError, ModelFormatError, OptionError, PathError,
+                     SmallTableWarning, TrainingError)
 
-__all__ = ["AAEDetector", "load", "__version__", "AAEDetectError", "DataError", "ModelFormatError",
-           "OptionError", "PathError", "TrainingError"]
+__all__ = ["AAEDetector", "load", "labelled_scorer", "__version__", "AAEDetectError", "DataError",
+           "ModelFormatError", "OptionError", "PathError", "SmallTableWarning", "TrainingError"]
 
 
 def __getattr__(name):
-    if name in ("AAEDetector", "load", "NotFittedError"):
+    if name in ("AAEDetector", "load", "labelled_scorer", "NotFittedError"):
         from . import detector
 
         return getattr(detector, name)

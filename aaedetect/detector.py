@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import platform
+import warnings
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from . import artifacts
 from ._version import __version__
 from .config import DEFAULT_OPSET, SCORE_BATCH_ROWS, Options, defaults, size_network
-from .errors import AAEDetectError, DataError, ModelFormatError, TrainingError
+from .errors import AAEDetectError, DataError, ModelFormatError, OptionError, SmallTableWarning, TrainingError
 from .manifest import FittedState
 from .model import AAE, FeatureEncoder, ScoringGraph
 from .neighbors import Neighbors
@@ -40,11 +41,25 @@ logger = logging.getLogger("aaedetect")
 MIN_VALIDATION_ROWS = 8
 #: Fewest rows left to train on.
 MIN_TRAIN_ROWS = 16
+#: Below this many rows nothing is held out: the model is trained, calibrated and thresholded on
+#: all of them, with a :class:`~aaedetect.errors.SmallTableWarning`.
+MIN_SPLIT_ROWS = MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS
+#: Fewest rows a fit accepts (a spread needs two rows; so does the neighbour part).
+MIN_ROWS = 2
 WEIGHTS = "weights.npz"
 #: Prefix of the neighbour part's reference rows among the arrays in ``weights.npz``.
 NEIGHBOR_KEY = "neighbors."
 
 _D = defaults()
+
+#: The scikit-learn estimator checks that ``AAEDetector`` cannot pass by design, with the reason
+#: (``check_estimator(AAEDetector(...), expected_failed_checks=EXPECTED_FAILED_CHECKS)``).
+EXPECTED_FAILED_CHECKS = {
+    "check_methods_subset_invariance":
+        "the networks compute in float32, and matrix kernels choose their blocking by the number "
+        "of rows, so a row's score may move in its last float32 bits (about 1e-7 relative) with "
+        "the size of the batch it is scored in; the check allows 1e-7 absolute",
+}
 
 
 class NotFittedError(AAEDetectError, sklearn.exceptions.NotFittedError):
@@ -54,12 +69,26 @@ class NotFittedError(AAEDetectError, sklearn.exceptions.NotFittedError):
 class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     """Adversarial Autoencoder anomaly detector for tables.
 
-    Train on normal rows with :meth:`fit`; :meth:`score` returns the table with
+    Train on normal rows with :meth:`fit`. :meth:`score_table` returns the table with
     ``anomaly_score`` (higher = more anomalous), ``recon_score``, ``latent_score``,
-    ``neighbor_score`` and ``is_anomaly`` appended. Parameters are described in
-    :class:`aaedetect.config.Options` and in ``aaedetect fit --help``; ``verbose`` > 0 logs one
-    line per epoch.
+    ``neighbor_score`` and ``is_anomaly`` appended; ``predict``, ``fit_predict``,
+    ``decision_function`` and ``score_samples`` follow scikit-learn's outlier detectors exactly
+    (+1 normal / -1 anomaly; higher = more normal; there is no ``score``, as for IsolationForest).
+    Parameters are described in :class:`aaedetect.config.Options` and in ``aaedetect fit --help``;
+    ``verbose`` > 0 logs one line per epoch.
+
+    Input: a DataFrame (numeric, string, categorical and boolean columns; missing values allowed)
+    or a 2-D array-like. The scikit-learn methods check columns as scikit-learn does (the same
+    names in the same order as in ``fit``, or as many columns for arrays); :meth:`score_table`
+    finds the model's columns by name and passes every other column through.
     """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values are a feature of the data, not an error
+        tags.input_tags.string = True  # text columns become categories
+        tags.input_tags.categorical = True  # pandas categorical (and boolean) columns too
+        return tags
 
     def __init__(self, *, scaling=_D["scaling"], noise=_D["noise"],
                  hidden_dims=_D["hidden_dims"], latent_dim=_D["latent_dim"],
@@ -101,27 +130,33 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, *, progress: Callable[[int, int, dict], None] | None = None,
-            source: str = "data"):
+            source: str = "data", first_line: int | None = None):
         """Train on ``X`` (normal rows: a DataFrame, or a 2-D array) and calibrate the scores.
 
         ``y`` is ignored. ``progress(epoch, max_epochs, metrics)`` is called after each epoch.
-        ``source`` names the data in error messages (the CLI gives the file name). Returns ``self``.
+        ``source`` names the data in error messages (the CLI gives the file name), and
+        ``first_line`` is the file line of the first row (None: rows are counted from 1).
+        Returns ``self``.
         """
         opts = Options(**{k: v for k, v in self.get_params().items() if k != "verbose"})
-        df = _as_frame(X)
+        df, named = _table(X, source, min_rows=MIN_ROWS)
         n = len(df)
-        if n < MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS:
-            raise DataError(f"{source}: {n} rows; training needs at least "
-                            f"{MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS}")
         pre = TabularPreprocessor.fit(df, categorical=opts.categorical, exclude=opts.exclude,
                                       max_categories=opts.max_categories, scaling=opts.scaling,
-                                      source=source)
-        numeric, categorical = pre.transform(df, source=source)
+                                      source=source, first_line=first_line)
+        numeric, categorical = pre.transform(df, source=source, first_line=first_line)
         seed = (opts.random_state if opts.random_state is not None
                 else int(np.random.SeedSequence().generate_state(1)[0]))
-        n_val = max(MIN_VALIDATION_ROWS, int(round(opts.validation_fraction * n)))
-        order = np.random.default_rng(seed).permutation(n)
-        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        if n >= MIN_SPLIT_ROWS:
+            n_val = max(MIN_VALIDATION_ROWS, int(round(opts.validation_fraction * n)))
+            order = np.random.default_rng(seed).permutation(n)
+            val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        else:
+            warnings.warn(f"{source}: only {n} rows, too few to hold any out: the model is trained, "
+                          f"calibrated and thresholded on the same rows, so its threshold is weak "
+                          f"(at least {MIN_SPLIT_ROWS} rows hold some out)", SmallTableWarning,
+                          stacklevel=2)
+            val_idx = train_idx = np.arange(n)
         device = resolve_device(opts.device)
 
         if progress is None and self.verbose:
@@ -135,11 +170,13 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             cfg = size_network(features.n_features, opts.hidden_dims, opts.latent_dim, opts.dropout)
             aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim)).to(device)
             logger.info("training on %d rows (%d held out), %d columns -> %d features, network %s, "
-                        "device %s", len(train_idx), n_val, features.n_columns, cfg.n_inputs,
+                        "device %s", len(train_idx), len(val_idx), features.n_columns, cfg.n_inputs,
                         cfg.to_dict(), device)
             index = torch.from_numpy(train_idx).to(device), torch.from_numpy(val_idx).to(device)
             with cpu_threads_for(aae, device):
                 result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
+        if n < MIN_SPLIT_ROWS:
+            result.validation_rows = 0  # nothing was held out: calibrated on the training rows
 
         neighbors = None
         if opts.neighbor_weight > 0:
@@ -163,7 +200,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                                 "smaller --lr or --adv-weight")
         state = FittedState(options=opts, seed=seed, input_columns=tuple(str(c) for c in df.columns),
                             preprocessor=pre, network=cfg, calibration=calibration,
-                            threshold=threshold_for_fpr(val_scores, opts.fpr), training=result)
+                            threshold=threshold_for_fpr(val_scores, opts.fpr), training=result,
+                            named_columns=named)
         self._set_fitted(state, graph, device)
         return self
 
@@ -176,8 +214,13 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.calibration_ = state.calibration
         self.training_ = state.training
         self.n_rows_ = {"train": state.training.rows, "validation": state.training.validation_rows}
-        self.feature_names_in_ = np.asarray(state.input_columns, dtype=object)
+        self.columns_ = state.input_columns
         self.n_features_in_ = len(state.input_columns)
+        # scikit-learn's convention: feature_names_in_ only when fit saw string column names.
+        if state.named_columns:
+            self.feature_names_in_ = np.asarray(state.input_columns, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         self.threshold_ = state.threshold
         self.offset_ = -state.threshold
         self.graph_ = graph.to(device)
@@ -185,9 +228,10 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
     def _fitted_state(self) -> FittedState:
         return FittedState(options=self.options_, seed=self.seed_,
-                           input_columns=tuple(self.feature_names_in_), preprocessor=self.preprocessor_,
+                           input_columns=self.columns_, preprocessor=self.preprocessor_,
                            network=self.net_config_, calibration=self.calibration_,
-                           threshold=self.threshold_, training=self.training_)
+                           threshold=self.threshold_, training=self.training_,
+                           named_columns=hasattr(self, "feature_names_in_"))
 
     # -------------------------------------------------------------- scoring
     def _check_fitted(self) -> None:
@@ -209,16 +253,38 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self._check_fitted()
         return dict(zip(OUTPUTS, _batched(self.graph_, numeric, categorical, self.device_)))
 
-    def score(self, X, *, source: str = "data") -> pd.DataFrame:
+    def score_table(self, X, *, source: str = "data") -> pd.DataFrame:
         """``X`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
-        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`)."""
-        return self.score_frame(_as_frame(X), source=source, first_line=None)
+        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`).
+
+        A DataFrame keeps its index and every column, the model's found by name; an array's
+        columns are taken in the order ``fit`` saw them."""
+        self._check_fitted()
+        if not isinstance(X, pd.DataFrame):
+            X = self._checked(X, source)
+        return self.score_frame(X, source=source, first_line=None)
 
     def score_samples(self, X) -> np.ndarray:
         """Normality of each row (scikit-learn convention: higher = more normal), shape (N,)."""
         self._check_fitted()
-        numeric, categorical = self.preprocessor_.transform(_as_frame(X), first_line=None)
+        numeric, categorical = self.preprocessor_.transform(self._checked(X, "X"), first_line=None)
         return -self.run_arrays(numeric, categorical)["anomaly_score"].astype(np.float64)
+
+    def _checked(self, X, source: str) -> pd.DataFrame:
+        """``X`` as the table ``fit`` saw, after scikit-learn's checks of its columns: their number,
+        and their names and order when ``fit`` saw names. Positional input (an array, or a
+        DataFrame when ``fit`` had an array) takes the fitted columns' names."""
+        from sklearn.utils.validation import validate_data
+
+        df, _ = _table(X, source, min_rows=1)
+        try:
+            validate_data(self, X if isinstance(X, pd.DataFrame) else df.to_numpy(), reset=False,
+                          skip_check_array=True)
+        except ValueError as exc:
+            raise DataError(f"{source}: {exc}") from None
+        if not (isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_")):
+            df = df.set_axis(list(self.columns_), axis=1)
+        return df
 
     def decision_function(self, X) -> np.ndarray:
         """``score_samples - offset_``: negative for rows flagged as anomalies."""
@@ -343,22 +409,71 @@ def _read_weights(data: bytes, where) -> dict[str, torch.Tensor]:
         raise ModelFormatError(f"{where}: not a weights file aaedetect can read ({exc})") from None
 
 
+class labelled_scorer:
+    """A scikit-learn scorer that judges a detector on fixed labelled rows, whatever the fold.
+
+    For ``GridSearchCV`` and ``cross_validate`` over normal training rows:
+    ``GridSearchCV(AAEDetector(), grid, scoring=labelled_scorer(X_val, y_val))`` trains each
+    candidate on the folds' normal rows and scores it by how well it ranks ``X_val``, whose
+    ``y_val`` says 1 for an anomaly and 0 for a normal row (as ``aaedetect score --label``).
+    ``metric``: ``"average_precision"`` (AUPRC, the default: it rewards the top of the ranking,
+    where alerts are) or ``"roc_auc"``. Higher is better for both, as scikit-learn expects.
+    """
+
+    METRICS = ("average_precision", "roc_auc")
+
+    def __init__(self, X, y, metric: str = "average_precision"):
+        if metric not in self.METRICS:
+            raise OptionError(f"metric {metric!r} is not one of {', '.join(self.METRICS)}")
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != len(X) or not np.isin(labels, (0, 1)).all() \
+                or np.unique(labels).size != 2:
+            raise DataError("y: labels must be 0 (normal) and 1 (anomaly), both present, one per row of X")
+        self.X, self.y, self.metric = X, labels.astype(int), metric
+
+    def __call__(self, estimator, X=None, y=None) -> float:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        anomaly = -estimator.score_samples(self.X)
+        metric = average_precision_score if self.metric == "average_precision" else roc_auc_score
+        return float(metric(self.y, anomaly))
+
+
 def load(path: str | os.PathLike, *, device: str | None = None) -> AAEDetector:
     """Load a fitted :class:`AAEDetector` from a model directory written by ``save``/``aaedetect fit``."""
     return AAEDetector.load(path, device=device)
 
 
 # ---------------------------------------------------------------------- helpers
-def _as_frame(X) -> pd.DataFrame:
-    """A DataFrame with string column names; arrays get ``x0, x1, ...``."""
+def _table(X, source: str, *, min_rows: int) -> tuple[pd.DataFrame, bool]:
+    """(``X`` as a DataFrame, whether its columns have names), after scikit-learn's input checks.
+
+    Arrays and array-likes go through ``sklearn.utils.check_array`` (dense only, any dtype, NaN
+    and inf allowed: the preprocessor handles them) and get the column names ``x0, x1, ...``; so
+    do DataFrames whose column names are not all strings (scikit-learn's rule for feature names).
+    Every failure is a :class:`DataError` (a ``ValueError``) naming ``source``.
+    """
+    from sklearn.utils.validation import check_array
+
     if isinstance(X, pd.DataFrame):
+        sparse = [str(c) for c, dtype in X.dtypes.items() if isinstance(dtype, pd.SparseDtype)]
+        if sparse:
+            raise DataError(f"{source}: sparse columns are not supported ({', '.join(sparse)}); "
+                            f"densify them with df.sparse.to_dense()")
+        if X.shape[1] == 0:
+            raise DataError(f"{source}: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required")
+        if len(X) < min_rows:
+            raise DataError(f"{source}: {len(X)} row(s) (n_samples={len(X)}); "
+                            f"at least {min_rows} are needed")
         if all(isinstance(c, str) for c in X.columns):
-            return X
-        return X.rename(columns=str)
-    array = np.asarray(X)
-    if array.ndim != 2:
-        raise DataError(f"data: expected a 2-D table, got an array of shape {array.shape}")
-    return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
+            return X, True
+        return X.set_axis([f"x{i}" for i in range(X.shape[1])], axis=1), False
+    try:
+        array = check_array(X, accept_sparse=False, dtype=None, ensure_all_finite=False,
+                            ensure_min_samples=min_rows, ensure_min_features=1, input_name="X")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: {exc}") from None
+    return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])]), False
 
 
 @torch.no_grad()

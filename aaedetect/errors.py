@@ -42,6 +42,10 @@ class TrainingError(AAEDetectError, RuntimeError):
     exit_code = 6
 
 
+class SmallTableWarning(UserWarning):
+    """A fit on a table too small to hold rows out: calibration and threshold are weak."""
+
+
 EXIT_CODES = {
     0: "success",
     1: "internal error (a bug: please report it with the output of --debug)",

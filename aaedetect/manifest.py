@@ -64,13 +64,16 @@ class FittedState:
     calibration: Calibration
     threshold: float
     training: TrainResult
+    #: False when ``fit`` had an array (columns named ``x0, x1, ...`` by position).
+    named_columns: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's entries for this state (the manifest adds format, versions, files)."""
         return {"options": self.options.to_dict(), "seed": self.seed,
                 "input_columns": list(self.input_columns), "preprocessing": self.preprocessor.to_dict(),
                 "network": self.network.to_dict(), "calibration": self.calibration.to_dict(),
-                "threshold": self.threshold, "training": self.training.to_dict()}
+                "threshold": self.threshold, "training": self.training.to_dict(),
+                "named_columns": self.named_columns}
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], where: str) -> "FittedState":
@@ -125,4 +128,8 @@ def _parse(manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             values[name] = parse(manifest[key])
         except (KeyError, TypeError, ValueError, AttributeError, AAEDetectError) as exc:
             problems.append(f"{key!r} is missing or malformed ({type(exc).__name__}: {exc})")
+    named = manifest.get("named_columns", True)  # absent from the models of earlier releases
+    if not isinstance(named, bool):
+        problems.append(f"'named_columns' is malformed ({named!r} is not true or false)")
+    values["named_columns"] = named
     return values, problems

@@ -5,8 +5,10 @@ Usable from Python too, e.g. in an ETL step: ``score_file("in.csv", scorer, "out
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -15,10 +17,12 @@ import pandas as pd
 
 from .artifacts import check_model_target
 from .config import DEFAULT_CHUNK_ROWS, Options
-from .errors import DataError
+from .errors import DataError, SmallTableWarning
 from .tables import AtomicOutput, TableSource
 from .preprocess import InputReport
 from .scoring import SCORE_COLUMNS, FrameScorer
+
+logger = logging.getLogger("aaedetect")
 
 
 @dataclass
@@ -43,7 +47,14 @@ def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dic
         df = source.read()
         if len(df) == 0:
             raise DataError(f"{source.name}: has a header but no rows")
-        detector.fit(df, progress=progress, source=source.name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            detector.fit(df, progress=progress, source=source.name, first_line=2)
+        for w in caught:  # the library's warnings become the CLI's "warning:" lines
+            if issubclass(w.category, SmallTableWarning):
+                logger.warning("%s", w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     detector.save(model_dir, force=force)
     return FitSummary(len(df), str(model_dir), time.perf_counter() - started, detector.manifest())
 

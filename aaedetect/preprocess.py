@@ -104,6 +104,7 @@ class TabularPreprocessor:
             if name in exclude:
                 continue
             series = df[name]
+            check_cells(series, name, source, first_line)
             if name in categorical or pd.api.types.is_bool_dtype(series):
                 pre._add_categorical(name, series, max_categories, forced=name in categorical)
                 continue
@@ -201,6 +202,7 @@ class TabularPreprocessor:
         numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
         for j, col in enumerate(self.numeric):
             series = df[col.name]
+            check_cells(series, col.name, source, first_line)
             values, bad = _parse_numbers(series)
             if bad.any():
                 raise _bad_number(source, col.name, series, bad, first_line, hint=False)
@@ -210,6 +212,7 @@ class TabularPreprocessor:
             numeric[:, j] = values
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, col in enumerate(self.categorical):
+            check_cells(df[col.name], col.name, source, first_line)
             text = _category_text(df[col.name], col.spelling)
             found = pd.Index(col.categories, dtype=object).get_indexer(text).astype(np.int64)
             is_missing = pd.isna(text)
@@ -296,6 +299,30 @@ def check_unique_columns(df: pd.DataFrame, source: str) -> None:
     duplicated = df.columns[df.columns.duplicated()]
     if len(duplicated):
         raise DataError(f"{source}: column {duplicated[0]!r} appears more than once in the header")
+
+
+#: What ``pandas.api.types.infer_dtype`` says of an object column that holds scalars only.
+_SCALAR_KINDS = frozenset({"string", "empty", "integer", "floating", "mixed-integer-float", "decimal",
+                           "boolean", "datetime", "datetime64", "date", "timedelta", "timedelta64",
+                           "time", "period", "bytes"})
+
+
+def check_cells(series: pd.Series, column: str, source: str, first_line: int | None) -> None:
+    """Refuse a column that is not a table column: complex numbers, or cells holding containers
+    (a dict, list, set, array, ...), which would otherwise be read as text. Object columns of plain
+    values cost one pass of pandas' type inference; only mixed ones are scanned cell by cell."""
+    if pd.api.types.is_complex_dtype(series):
+        raise DataError(f"{source}: column {column!r} holds complex numbers, which are not supported")
+    if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) in _SCALAR_KINDS:
+        return
+    for i, value in enumerate(series.array):
+        if not (value is None or isinstance(value, (str, bytes, bool, int, float, np.generic))
+                or pd.api.types.is_scalar(value)) or isinstance(value, complex):
+            where = f"line {first_line + i}" if first_line is not None else f"row {i + 1}"
+            shown = repr(value)
+            shown = shown[:37] + "..." if len(shown) > 40 else shown
+            raise DataError(f"{source}: column {column!r}, {where}: a {type(value).__name__} "
+                            f"({shown}) is not a table value (a number, text, a boolean or a date)")
 
 
 _MISSING_ARRAY = pa.array(sorted(MISSING_TOKENS))

@@ -1,4 +1,4 @@
-"""Scoring with onnxruntime alone: ``OnnxScorer(model_dir).score(df)``.
+"""Scoring with onnxruntime alone: ``OnnxScorer(model_dir).score_table(df)``.
 
 This module must never import torch (a test checks it): batch jobs and Spark executors start
 fast and need no torch install. It picks the CUDA execution provider when the machine has a
@@ -214,7 +214,7 @@ class OnnxScorer(FrameScorer):
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         return run_session(self.session, numeric, categorical, batch_rows=self.batch_rows)
 
-    def score(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
+    def score_table(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
         """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
         appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`)."""
         return self.score_frame(df, source=source, first_line=None)

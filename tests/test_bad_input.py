@@ -68,7 +68,7 @@ CORPUS = {
     "latin-1 text": ("a,b,k\n1,2,café\n".encode("latin-1"), (DATA, "not UTF-8"), (DATA, "not UTF-8")),
     "wrong delimiter": (b"a;b;k\n1;2;x\n", (DATA, "separated by ';'", "--sep"),
                         (DATA, "separated by ';'", "--sep")),
-    "single row": (b"a,b,k\n1,2,x\n", (DATA, "1 rows; training needs at least"), "ok"),
+    "single row": (b"a,b,k\n1,2,x\n", (DATA, "1 row(s)", "at least 2"), "ok"),
     "every column constant": (b"a,b,k\n" + b"1,2,x\n" * 50, (DATA, "no usable column"), "ok"),
     "missing column": (b"a,k\n1,x\n", "n/a", (DATA, "missing column 'b' that the model needs")),
 }

@@ -33,7 +33,7 @@ def test_bad_option_fails_in_fit_not_init(table):
 
 
 def test_score_table(fitted, table):
-    out = fitted.score(table)
+    out = fitted.score_table(table)
     assert list(out.columns) == list(table.columns) + SCORE_COLUMNS
     pd.testing.assert_frame_equal(out[table.columns], table)
     assert np.isfinite(out[SCORE_COLUMNS[:4]].to_numpy()).all()
@@ -42,7 +42,7 @@ def test_score_table(fitted, table):
 
 
 def test_sklearn_conventions_agree_with_the_table(fitted, table):
-    out = fitted.score(table)
+    out = fitted.score_table(table)
     np.testing.assert_allclose(fitted.score_samples(table), -out["anomaly_score"].to_numpy(), rtol=1e-6)
     pred = fitted.predict(table)
     assert set(np.unique(pred)) <= {-1, 1}
@@ -51,20 +51,20 @@ def test_sklearn_conventions_agree_with_the_table(fitted, table):
 
 def test_extra_columns_and_order_do_not_matter(fitted, table):
     shuffled = table[table.columns[::-1]].assign(extra="x")
-    a = fitted.score(table)["anomaly_score"].to_numpy()
-    b = fitted.score(shuffled)["anomaly_score"].to_numpy()
+    a = fitted.score_table(table)["anomaly_score"].to_numpy()
+    b = fitted.score_table(shuffled)["anomaly_score"].to_numpy()
     np.testing.assert_array_equal(a, b)
 
 
 def test_missing_column_is_an_error(fitted, table):
     with pytest.raises(DataError, match="missing column 'kind'"):
-        fitted.score(table.drop(columns="kind"))
+        fitted.score_table(table.drop(columns="kind"))
 
 
 def test_outliers_score_higher(fitted, table):
     odd = table.head(20).copy()
     odd["b"] = odd["b"] * -10  # break the a-b correlation far outside the training range
-    assert fitted.score(odd)["anomaly_score"].mean() > fitted.score(table)["anomaly_score"].quantile(0.99)
+    assert fitted.score_table(odd)["anomaly_score"].mean() > fitted.score_table(table)["anomaly_score"].quantile(0.99)
 
 
 def test_not_fitted():
@@ -72,26 +72,27 @@ def test_not_fitted():
     from sklearn.exceptions import NotFittedError as SkNotFitted
 
     with pytest.raises(SkNotFitted):
-        AAEDetector().score(pd.DataFrame({"a": [1.0]}))
+        AAEDetector().score_table(pd.DataFrame({"a": [1.0]}))
     assert issubclass(NotFittedError, SkNotFitted)
 
 
-def test_too_few_rows():
-    with pytest.raises(DataError, match="training needs at least"):
-        AAEDetector(**FAST).fit(pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0)}))
+def test_one_row_is_too_few():
+    with pytest.raises(DataError, match=r"1 row\(s\) \(n_samples=1\); at least 2"):
+        AAEDetector(**FAST).fit(pd.DataFrame({"a": [1.0], "b": [2.0]}))
 
 
 def test_numpy_input(table):
     X = table[["a", "b", "c"]].to_numpy()
     det = AAEDetector(**FAST).fit(X)
-    assert list(det.feature_names_in_) == ["x0", "x1", "x2"]
+    assert not hasattr(det, "feature_names_in_")  # scikit-learn's rule: names only from a DataFrame
+    assert det.columns_ == ("x0", "x1", "x2") and det.n_features_in_ == 3
     assert det.score_samples(X).shape == (len(X),)
 
 
 def test_same_seed_same_model_and_scores(table):
     a = AAEDetector(**FAST).fit(table)
     b = AAEDetector(**FAST).fit(table)
-    np.testing.assert_array_equal(a.score(table)["anomaly_score"], b.score(table)["anomaly_score"])
+    np.testing.assert_array_equal(a.score_table(table)["anomaly_score"], b.score_table(table)["anomaly_score"])
     for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
         assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
 
@@ -99,7 +100,7 @@ def test_same_seed_same_model_and_scores(table):
 def test_other_seed_other_model(table):
     a = AAEDetector(**FAST).fit(table)
     b = AAEDetector(**{**FAST, "random_state": 1}).fit(table)
-    assert not np.array_equal(a.score(table)["anomaly_score"], b.score(table)["anomaly_score"])
+    assert not np.array_equal(a.score_table(table)["anomaly_score"], b.score_table(table)["anomaly_score"])
 
 
 def test_fit_leaves_global_torch_rng_alone(table):
@@ -122,13 +123,13 @@ def test_random_state_none_records_the_seed_used(table):
 @pytest.mark.parametrize("signal", ["density", "discriminator"])
 def test_priors_and_latent_signals_train_and_score(table, prior, signal):
     det = AAEDetector(**FAST, prior=prior, latent_signal=signal).fit(table)
-    scores = det.score(table)
+    scores = det.score_table(table)
     assert np.isfinite(scores[SCORE_COLUMNS[:4]].to_numpy()).all()
 
 
 def test_save_load_round_trip(fitted, model_dir, table):
     again = load(model_dir)
-    pd.testing.assert_frame_equal(again.score(table), fitted.score(table))
+    pd.testing.assert_frame_equal(again.score_table(table), fitted.score_table(table))
     assert again.threshold_ == fitted.threshold_
     assert again.get_params() == {**fitted.get_params(), "verbose": 0}
 
@@ -171,7 +172,7 @@ def test_demo_defaults_reach_auroc():
     train = pd.read_csv(DEMO / "telemetry_train.csv")
     test = pd.read_csv(DEMO / "telemetry_test.csv")
     det = AAEDetector(random_state=0).fit(train)
-    out = det.score(test)
+    out = det.score_table(test)
     auroc = roc_auc_score(test["label"], out["anomaly_score"])
     assert auroc >= 0.93, auroc
     # ... and the threshold flags most anomalies while keeping false alarms rare.
@@ -188,7 +189,7 @@ def test_neighbor_part_sees_rows_far_from_every_training_row(table):
     normal = pd.DataFrame({"a": a, "b": a + rng.normal(0, 0.05, 800)})
     det = AAEDetector(**FAST).fit(normal)
     gap = pd.DataFrame({"a": np.zeros(20), "b": np.zeros(20)})
-    scored, reference = det.score(gap), det.score(normal)
+    scored, reference = det.score_table(gap), det.score_table(normal)
     assert scored["neighbor_score"].min() > reference["neighbor_score"].quantile(0.99)
 
 
@@ -226,17 +227,17 @@ def test_neighbor_bank_is_a_seeded_sample_of_the_training_rows(table, tmp_path):
     det.save(tmp_path / "m")
     with np.load(tmp_path / "m" / "weights.npz") as weights:
         assert weights["neighbors.x_bank"].shape == (50, det.net_config_.n_inputs)
-    pd.testing.assert_frame_equal(load(tmp_path / "m").score(table), det.score(table))
+    pd.testing.assert_frame_equal(load(tmp_path / "m").score_table(table), det.score_table(table))
 
 
 def test_neighbor_weight_zero_keeps_no_training_rows(table, tmp_path):
     det = AAEDetector(**FAST, neighbor_weight=0).fit(table)
     assert det.graph_.neighbors is None
-    out = det.score(table)
+    out = det.score_table(table)
     assert (out["neighbor_score"] == 0).all()
     np.testing.assert_allclose(out["anomaly_score"], out["recon_score"] + 0.25 * out["latent_score"].clip(0, 20),
                                rtol=1e-5, atol=1e-5)
     det.save(tmp_path / "m")
     with np.load(tmp_path / "m" / "weights.npz") as weights:
         assert not [k for k in weights.files if k.startswith("neighbors.")]
-    pd.testing.assert_frame_equal(load(tmp_path / "m").score(table), out)
+    pd.testing.assert_frame_equal(load(tmp_path / "m").score_table(table), out)

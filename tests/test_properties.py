@@ -77,7 +77,7 @@ def well_formed_tables(draw):
 @given(train=well_formed_tables())
 def test_well_formed_tables_are_accepted_and_scored(train):
     det = AAEDetector(**TINY).fit(train)
-    scored = det.score(train)
+    scored = det.score_table(train)
     assert len(scored) == len(train)
     assert_finite(scored)
 
@@ -90,11 +90,11 @@ def test_fit_and_score_random_tables(data):
         det = AAEDetector(**TINY).fit(train)
     except DataError:
         return  # a clean refusal (too few rows, no usable column, text among numbers, ...)
-    assert_finite(det.score(train))
+    assert_finite(det.score_table(train))
     # New rows with the same columns: anything goes in the values.
     other = data.draw(tables(n_rows=data.draw(st.integers(0, 30)), column_names=list(train.columns)))
     try:
-        scored = det.score(other)
+        scored = det.score_table(other)
     except DataError:
         return
     assert len(scored) == len(other)

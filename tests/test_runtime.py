@@ -21,8 +21,8 @@ def test_scores_match_the_torch_engine(model_dir, fitted, table):
     and the same flags but for rows within that tolerance of the threshold."""
     from aaedetect.export import parity_error, parity_tolerance
 
-    onnx_out = OnnxScorer(model_dir, device="cpu").score(table)
-    torch_out = fitted.score(table)
+    onnx_out = OnnxScorer(model_dir, device="cpu").score_table(table)
+    torch_out = fitted.score_table(table)
     pd.testing.assert_frame_equal(onnx_out[table.columns], torch_out[table.columns])
     tolerance = parity_tolerance(fitted.graph_)
     assert parity_error(torch_out, onnx_out, SCORES) <= tolerance
@@ -33,8 +33,8 @@ def test_scores_match_the_torch_engine(model_dir, fitted, table):
 
 
 def test_batches_write_into_one_buffer(model_dir, table):
-    big = OnnxScorer(model_dir, device="cpu", batch_rows=65536).score(table)
-    small = OnnxScorer(model_dir, device="cpu", batch_rows=7).score(table)
+    big = OnnxScorer(model_dir, device="cpu", batch_rows=65536).score_table(table)
+    small = OnnxScorer(model_dir, device="cpu", batch_rows=7).score_table(table)
     # the same rows give the same scores whatever the batch; float32 kernels may sum in another
     # order for another batch shape, so the last bits may differ, and no more (the parity bound)
     from aaedetect import load
@@ -46,7 +46,7 @@ def test_batches_write_into_one_buffer(model_dir, table):
 
 
 def test_empty_table(model_dir, table):
-    out = OnnxScorer(model_dir, device="cpu").score(table.head(0))
+    out = OnnxScorer(model_dir, device="cpu").score_table(table.head(0))
     assert len(out) == 0 and list(out.columns[-5:]) == ["anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly"]
 
 
@@ -125,7 +125,7 @@ import aaedetect.runtime
 from aaedetect.runtime import OnnxScorer
 
 SCORES = ["anomaly_score", "recon_score", "latent_score", "neighbor_score"]
-out = OnnxScorer({str(model_dir)!r}).score(pd.read_csv({str(csv_file)!r}))
+out = OnnxScorer({str(model_dir)!r}).score_table(pd.read_csv({str(csv_file)!r}))
 assert len(out) == 300
 print("ok")
 """)

@@ -36,7 +36,7 @@ def test_nan_loss_goes_back_to_the_best_state(table, poison, caplog):
     det = AAEDetector(**{**FAST, "max_epochs": 6}).fit(table, progress=progress)
     assert det.training_.recoveries == 1
     assert "epoch 3: non-finite loss; going back to epoch" in caplog.text
-    assert np.isfinite(det.score(table)[["anomaly_score", "recon_score", "latent_score", "neighbor_score"]].to_numpy()).all()
+    assert np.isfinite(det.score_table(table)[["anomaly_score", "recon_score", "latent_score", "neighbor_score"]].to_numpy()).all()
     assert [h["epoch"] for h in det.training_.history] == [1, 2, 4, 5, 6]
 
 
@@ -114,4 +114,4 @@ def test_regularizers_pull_the_codes_towards_the_prior(table, regularizer):
     free = AAEDetector(**options, adv_weight=0.0).fit(table)
     pulled = AAEDetector(**options, adv_weight=0.5).fit(table)
     assert codes_vs_prior(pulled, table) < 0.5 * codes_vs_prior(free, table)
-    assert np.isfinite(pulled.score(table)[["anomaly_score", "latent_score"]].to_numpy()).all()
+    assert np.isfinite(pulled.score_table(table)[["anomaly_score", "latent_score"]].to_numpy()).all()
