@@ -170,8 +170,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             cfg = size_network(features.n_features, opts.hidden_dims, opts.latent_dim, opts.dropout)
             aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim)).to(device)
             logger.info("training on %d rows (%d held out), %d columns -> %d features, network %s, "
-                        "device %s", len(train_idx), len(val_idx), features.n_columns, cfg.n_inputs,
-                        cfg.to_dict(), device)
+                        "device %s", len(train_idx), 0 if n < MIN_SPLIT_ROWS else len(val_idx),
+                        features.n_columns, cfg.n_inputs, cfg.to_dict(), device)
             index = torch.from_numpy(train_idx).to(device), torch.from_numpy(val_idx).to(device)
             with cpu_threads_for(aae, device):
                 result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)

@@ -34,9 +34,13 @@ class FitSummary:
 
 
 def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dict[str, Any], *,
-             force: bool = False, sep: str = ",",
+             force: bool = False, sep: str = ",", max_rows: int | None = None,
              progress: Callable[[int, int, dict], None] | None = None) -> FitSummary:
-    """Train on the table at ``data`` and write the model directory ``model_dir`` atomically."""
+    """Train on the table at ``data`` and write the model directory ``model_dir`` atomically.
+
+    ``max_rows``: train on a seeded uniform sample of at most this many rows (the seed is
+    ``options["random_state"]``, default 0), read in chunks, so that a file of any size fits.
+    """
     from .detector import AAEDetector  # torch: only when training
 
     started = time.perf_counter()
@@ -44,19 +48,36 @@ def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dic
     Options(**options)  # fail on a bad option before reading any data
     check_model_target(model_dir, force)  # ... and on an unwritable target before training
     with TableSource(data, sep=sep) as source:
-        df = source.read()
+        name, first_line = source.name, 2
+        if max_rows is None:
+            df = source.read()
+        else:
+            seed = options.get("random_state")
+            df, total = source.sample(max_rows, seed=0 if seed is None else seed)
+            if total > len(df):
+                logger.info("%s: training on a uniform sample of %s of its %s rows (--max-rows, "
+                            "seed %s)", source.name, f"{len(df):,}", f"{total:,}", seed or 0)
+                name, first_line = f"{source.name} (sampled rows)", None
+            df = df.reset_index(drop=True)
         if len(df) == 0:
             raise DataError(f"{source.name}: has a header but no rows")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            detector.fit(df, progress=progress, source=source.name, first_line=2)
-        for w in caught:  # the library's warnings become the CLI's "warning:" lines
-            if issubclass(w.category, SmallTableWarning):
-                logger.warning("%s", w.message)
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        with warnings.catch_warnings():  # restores the filters and showwarning on the way out
+            warnings.simplefilter("always", SmallTableWarning)
+            warnings.showwarning = _log_our_warnings(warnings.showwarning)
+            detector.fit(df, progress=progress, source=name, first_line=first_line)
     detector.save(model_dir, force=force)
     return FitSummary(len(df), str(model_dir), time.perf_counter() - started, detector.manifest())
+
+
+def _log_our_warnings(show):
+    """A ``warnings.showwarning`` that logs aaedetect's own warnings (the CLI prints them as
+    ``warning:`` lines, at once) and passes every other warning to ``show``."""
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SmallTableWarning):
+            logger.warning("%s", message)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return showwarning
 
 
 def export_file(model_dir: str | os.PathLike, output: str | os.PathLike | None = None, *,

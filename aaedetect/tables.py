@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -171,6 +172,39 @@ class TableSource:
                     line, pending, rows, yielded = line + chunk_rows, rest.to_batches(), rest.num_rows, True
             if rows or not yielded:  # the rest; or, for a header-only file, an empty table
                 yield pa.Table.from_batches(pending, schema=reader.schema).to_pandas(), line
+
+    def sample(self, rows: int, *, seed: int = 0, chunk_rows: int = DEFAULT_CHUNK_ROWS
+               ) -> tuple[pd.DataFrame, int]:
+        """(a seeded uniform sample of at most ``rows`` rows, the table's row count), read in chunks.
+
+        Bottom-k reservoir sampling: each row gets a random key from one seeded stream, and the
+        ``rows`` rows with the smallest keys are kept; memory holds the sample and one chunk,
+        whatever the file's size. The keys follow the rows, not the chunks, so the same file and
+        seed give the same sample at any ``chunk_rows``. The sample keeps the file's row order,
+        and its index is each row's 0-based position in the file.
+        """
+        if rows < 1:
+            raise DataError(f"--max-rows {rows}: must be at least 1")
+        rng = np.random.default_rng(seed)
+        kept: pd.DataFrame | None = None
+        kept_keys = np.empty(0)
+        total = 0
+        for chunk, _ in self.chunks(chunk_rows=chunk_rows):
+            keys = rng.random(len(chunk))
+            chunk = chunk.set_axis(pd.RangeIndex(total, total + len(chunk)), axis=0)
+            total += len(chunk)
+            if kept is None:
+                kept, kept_keys = chunk.iloc[:0], keys[:0]
+            if len(kept) + len(chunk) <= rows:
+                kept, kept_keys = pd.concat([kept, chunk]), np.concatenate([kept_keys, keys])
+                continue
+            pool_keys = np.concatenate([kept_keys, keys])
+            best = np.argpartition(pool_keys, rows - 1)[:rows]
+            best.sort()  # positions in (kept, chunk) order: the file's order
+            from_kept, from_chunk = best[best < len(kept)], best[best >= len(kept)] - len(kept)
+            kept = pd.concat([kept.iloc[from_kept], chunk.iloc[from_chunk]])
+            kept_keys = pool_keys[best]
+        return kept, total
 
     @contextlib.contextmanager
     def _errors(self):

@@ -215,7 +215,7 @@ def fit_and_score(kind: str, options: dict, seed: int, train, test, epochs: int 
         model = AAEDetector(**{**options, "random_state": seed})
 
         def score(m, x):
-            out = m.score(x)
+            out = m.score_table(x)
             return {"": out["anomaly_score"], **{p: out[f"{p}_score"] for p in SCORE_PARTS}}
     else:
         model, peer_score = make_peer(kind, seed, train.shape[1], epochs)

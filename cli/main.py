@@ -204,9 +204,12 @@ def _default(name: str) -> str:
               help="Random seed: the same data, options and seed give the same model on CPU.")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help=f"Where to train.  [default: {_default('device')}: CUDA when available]")
+@click.option("--max-rows", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Train on a seeded uniform sample of at most N rows (the --seed), read in chunks: "
+                   "for files larger than memory.  [default: every row]")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator.")
 @common
-def fit(data, model_dir, force, sep, quiet, **options):
+def fit(data, model_dir, force, sep, max_rows, quiet, **options):
     """Train a model on the normal rows in DATA and write it to MODEL_DIR.
 
     String columns become categories; constant and identifier-like columns are left out with a
@@ -224,7 +227,8 @@ def fit(data, model_dir, force, sep, quiet, **options):
         options["hidden_dims"] = tuple(_parse_int(h, "--hidden-dims") for h in options["hidden_dims"].split(","))
     show = not quiet and sys.stderr.isatty()
     with _EpochBar(show) as bar:
-        summary = fit_file(data, model_dir, options, force=force, sep=sep, progress=bar.update)
+        summary = fit_file(data, model_dir, options, force=force, sep=sep, max_rows=max_rows,
+                           progress=bar.update)
     if not quiet:
         m = summary.manifest
         t = m["training"]

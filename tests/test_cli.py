@@ -198,3 +198,33 @@ def test_epochs_auto_is_resolved_from_the_table_and_recorded(tmp_path, csv_file)
     assert manifest["options"]["max_epochs"] == "auto"
     assert manifest["training"]["max_epochs"] == 100  # a small table: the full 100
     assert manifest["training"]["epochs_run"] < 100   # patience 1 stops it long before
+
+
+def test_fit_max_rows_trains_on_a_seeded_sample(tmp_path):
+    from conftest import make_table
+
+    data = tmp_path / "big.csv"
+    make_table(600, seed=2).to_csv(data, index=False)
+    result = run("fit", data, "-o", tmp_path / "m", "--epochs", 2, "--max-rows", 200, "--seed", 5)
+    assert result.exit_code == 0, result.stderr
+    assert "training on a uniform sample of 200 of its 600 rows (--max-rows, seed 5)" in result.stderr
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["training"]["rows"] + manifest["training"]["validation_rows"] == 200
+    again = run("fit", data, "-o", tmp_path / "m2", "--epochs", 2, "--max-rows", 200, "--seed", 5)
+    assert again.exit_code == 0, again.stderr
+    same = json.loads((tmp_path / "m2" / "manifest.json").read_text())
+    assert same["calibration"] == manifest["calibration"] and same["threshold"] == manifest["threshold"]
+    # a file with fewer rows than --max-rows is read whole, without a word about sampling
+    whole = run("fit", data, "-o", tmp_path / "m3", "--epochs", 2, "--max-rows", 1000)
+    assert whole.exit_code == 0 and "sample" not in whole.stderr
+    assert_error(run("fit", data, "-o", tmp_path / "m4", "--max-rows", 1), 2, "--max-rows")
+
+
+def test_fit_small_table_warns_on_one_line(tmp_path):
+    data = tmp_path / "small.csv"
+    pd.DataFrame({"a": range(12), "b": [i % 3 for i in range(12)]}).to_csv(data, index=False)
+    result = run("fit", data, "-o", tmp_path / "m", "--epochs", 2)
+    assert result.exit_code == 0, result.stderr
+    assert "small.csv: only 12 rows, too few to hold any out" in result.stderr
+    assert result.stderr.count("warning: ") == 1
+    assert "(0 held out)" in result.stderr

@@ -127,3 +127,28 @@ def test_output_paths_that_cannot_be_written(tmp_path):
         AtomicOutput(tmp_path)
     with pytest.raises(PathError, match="does not exist"):
         AtomicOutput(tmp_path / "no" / "out.csv")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_sample_is_seeded_uniform_and_independent_of_the_chunk_size(tmp_path, suffix):
+    n = 1000
+    table = pd.DataFrame({"i": np.arange(n), "x": np.random.default_rng(0).normal(size=n)})
+    path = tmp_path / f"t.{suffix}"
+    table.to_csv(path, index=False) if suffix == "csv" else table.to_parquet(path)
+    with TableSource(path) as src:
+        first, total = src.sample(100, seed=3, chunk_rows=1000)
+        small_chunks, _ = src.sample(100, seed=3, chunk_rows=37)
+        other_seed, _ = src.sample(100, seed=4, chunk_rows=37)
+        everything, _ = src.sample(5000, seed=3, chunk_rows=64)
+    assert total == n and len(first) == 100
+    pd.testing.assert_frame_equal(first, small_chunks)
+    assert list(first.index) == sorted(first.index)  # the file's order; index = position in file
+    assert [int(v) for v in first["i"]] == list(first.index)
+    assert not first.index.equals(other_seed.index)
+    assert [int(v) for v in everything["i"]] == list(range(n))  # fewer rows than asked: all of them
+    # uniform: over many seeds, each tenth of the file gets about a tenth of the sample
+    with TableSource(path) as src:
+        picks = np.concatenate([src.sample(100, seed=s, chunk_rows=250)[0].index for s in range(40)])
+    counts = np.bincount(picks // 100, minlength=10)
+    expected = 40 * 100 / 10  # 400 per tenth; a binomial spread of about 19
+    assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected * 0.9)), counts
