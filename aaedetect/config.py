@@ -27,10 +27,11 @@ ENGINES = ("onnx", "torch")
 #: Rows read and scored at a time from a file: bounds memory for files of any size.
 DEFAULT_CHUNK_ROWS = 100_000
 #: Rows per forward pass, by device. The neighbour part compares each row with up to 4,096
-#: reference rows, so a batch holds a (rows x 4,096) distance table per space: 64 MB at 4,096
-#: rows. On CPU, batches that stay near the cache score fastest (benchmarks/speed.py); a GPU
-#: wants larger ones.
-SCORE_BATCH_ROWS = {"cpu": 4_096, "cuda": 16_384}
+#: reference rows, so a batch holds (rows x 4,096) distance tables: 16 MB each at 1,024 rows.
+#: onnxruntime's arena keeps the largest batch's working set, so on CPU the batch sets the peak
+#: memory of `aaedetect score` (benchmarks/memory.py, 32 columns: 1.28 GiB at 4,096 rows, 0.66 GiB
+#: at 1,024, no slower); a GPU wants larger batches.
+SCORE_BATCH_ROWS = {"cpu": 1_024, "cuda": 16_384}
 #: The ONNX opset the graph is exported with unless ``aaedetect export --opset`` says otherwise.
 DEFAULT_OPSET = 18
 #: Most robust units the latent and the neighbour part each add (times their weights) to the

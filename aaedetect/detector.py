@@ -278,8 +278,9 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
         df, _ = _table(X, source, min_rows=1)
         try:
-            validate_data(self, X if isinstance(X, pd.DataFrame) else df.to_numpy(), reset=False,
-                          skip_check_array=True)
+            # an array's width is all scikit-learn checks: an empty one of that width stands in
+            validate_data(self, X if isinstance(X, pd.DataFrame) else np.empty((0, df.shape[1])),
+                          reset=False, skip_check_array=True)
         except ValueError as exc:
             raise DataError(f"{source}: {exc}") from None
         if not (isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_")):

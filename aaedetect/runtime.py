@@ -177,7 +177,7 @@ class OnnxScorer(FrameScorer):
     ----------
     model_dir : path of a model directory written by ``aaedetect fit``.
     device : ``"auto"`` (CUDA when a working NVIDIA GPU is found, else CPU), ``"cpu"`` or ``"cuda"``.
-    batch_rows : rows per onnxruntime call (default: 4,096 on CPU, 16,384 on CUDA).
+    batch_rows : rows per onnxruntime call (default: 1,024 on CPU, 16,384 on CUDA).
     threads : onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
     """
 
