@@ -31,6 +31,7 @@ FORMAT_VERSION = 3
 #: rule and float64 search) are no longer read: their scores would not match their ONNX graphs.
 OLDEST_FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
+WEIGHTS = "weights.npz"
 #: The largest manifest we read: a manifest is small; a huge one is not ours.
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
@@ -181,6 +182,27 @@ class ModelDir:
             raise ModelFormatError(f"{file}: checksum mismatch, the file changed after the model "
                                    f"was written")
         return data
+
+
+def read_arrays(data: bytes, where) -> dict[str, "np.ndarray"]:
+    """The arrays of a ``weights.npz``: plain numeric arrays only, never pickled objects
+    (``allow_pickle=False`` turns a pickle, or an object array, into an error: never loaded)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            state = {}
+            for key in arrays.files:
+                array = arrays[key]
+                if array.dtype.kind not in "fiub":
+                    raise ValueError(f"array {key!r} has dtype {array.dtype}")
+                state[key] = array.copy()
+            return state
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelFormatError(f"{where}: not a weights file aaedetect can read ({exc})") from None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

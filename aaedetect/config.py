@@ -32,6 +32,21 @@ DEFAULT_CHUNK_ROWS = 100_000
 #: memory of `aaedetect score` (benchmarks/memory.py, 32 columns: 1.28 GiB at 4,096 rows, 0.66 GiB
 #: at 1,024, no slower); a GPU wants larger batches.
 SCORE_BATCH_ROWS = {"cpu": 1_024, "cuda": 16_384}
+
+# The neighbour part (aaedetect.neighbors; the ONNX graph mirrors it in aaedetect.onnx_graph).
+#: Neighbours whose distances are averaged (PyOD's and scikit-learn's default for kNN detectors).
+NEIGHBORS = 5
+#: Candidates per neighbour taken from the fast float32 step to the exact float64 one.
+NEIGHBOR_CANDIDATES = 2
+#: Two vectors are the same row when their distance is below this share of their length
+#: (``|q - b|^2 <= SAME_ROW_RELATIVE^2 * (|q|^2 + |b|^2)``). The encoded input is float32, and
+#: two engines may round a value to neighbouring float32 numbers (one step is 2^-23 of it); 2^-16
+#: leaves room for 128 such steps, while two rows that differ anywhere by a meaningful amount
+#: (1e-4 of a standard deviation in one column of a 100-column table) stay apart.
+SAME_ROW_RELATIVE = 2.0 ** -16
+#: Infinite inputs become +-this after soft clipping (any finite double maps below ~715), so that
+#: they still give finite scores. Clamped in float32.
+INF_AS = 1000.0
 #: The ONNX opset the graph is exported with unless ``aaedetect export --opset`` says otherwise.
 DEFAULT_OPSET = 18
 #: Most robust units the latent and the neighbour part each add (times their weights) to the

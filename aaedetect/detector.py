@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import platform
+import time
 import warnings
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -46,7 +47,7 @@ MIN_TRAIN_ROWS = 16
 MIN_SPLIT_ROWS = MIN_TRAIN_ROWS + MIN_VALIDATION_ROWS
 #: Fewest rows a fit accepts (a spread needs two rows; so does the neighbour part).
 MIN_ROWS = 2
-WEIGHTS = "weights.npz"
+WEIGHTS = artifacts.WEIGHTS
 #: Prefix of the neighbour part's reference rows among the arrays in ``weights.npz``.
 NEIGHBOR_KEY = "neighbors."
 
@@ -138,6 +139,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         ``first_line`` is the file line of the first row (None: rows are counted from 1).
         Returns ``self``.
         """
+        marks = [time.perf_counter()]
         opts = Options(**{k: v for k, v in self.get_params().items() if k != "verbose"})
         df, named = _table(X, source, min_rows=MIN_ROWS)
         n = len(df)
@@ -177,10 +179,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                 result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
         if n < MIN_SPLIT_ROWS:
             result.validation_rows = 0  # nothing was held out: calibrated on the training rows
+        marks.append(time.perf_counter())
 
         neighbors = None
         if opts.neighbor_weight > 0:
             neighbors = Neighbors.from_training(aae.encoder.body, x, train_idx, seed, opts.neighbor_rows)
+        marks.append(time.perf_counter())
         graph = ScoringGraph(features, aae, opts.latent_signal, neighbors=neighbors).eval()
         recon_raw, latent_raw, near_x, near_h, _ = _batched(graph.raw_parts, numeric[val_idx],
                                                            categorical[val_idx], device)
@@ -198,11 +202,14 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         if not np.isfinite(val_scores).all():
             raise TrainingError("training ended with a model whose scores are not finite; try a "
                                 "smaller --lr or --adv-weight")
+        marks.append(time.perf_counter())
         state = FittedState(options=opts, seed=seed, input_columns=tuple(str(c) for c in df.columns),
                             preprocessor=pre, network=cfg, calibration=calibration,
                             threshold=threshold_for_fpr(val_scores, opts.fpr), training=result,
                             named_columns=named)
         self._set_fitted(state, graph, device)
+        #: Seconds spent in each step of the last fit (training includes preparing the features).
+        self.fit_seconds_ = dict(zip(("train", "neighbors", "calibrate"), np.diff(marks).round(4).tolist()))
         return self
 
     def _set_fitted(self, state: FittedState, graph: ScoringGraph, device: torch.device) -> None:
@@ -327,25 +334,30 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         artifacts.write_model_dir(path, manifest, files, force=force)
 
     def export_onnx(self, *, opset: int | None = None) -> tuple[bytes, dict[str, Any]]:
-        """(ONNX model bytes, its manifest entry): exported, checked, and verified against torch."""
-        from .export import check_parity, export_onnx, input_names, probe_rows
+        """(ONNX model bytes, its manifest entry): built from the weights, checked, and verified
+        against the torch graph on probe rows."""
+        from .export import check_parity, probe_rows
+        from .onnx_graph import build, input_names
 
         self._check_fitted()
         opset = opset or DEFAULT_OPSET
-        graph = self.graph_
-        data = export_onnx(graph, opset=opset)
-        error = check_parity(graph, data, *probe_rows(self.preprocessor_))
-        entry = {"file": ONNX_FILE, "opset": opset, "inputs": input_names(graph), "outputs": list(OUTPUTS),
-                 "parity_error": error}
+        data = build(self._fitted_state(), self._weight_arrays(), opset=opset)
+        error = check_parity(self.graph_, data, *probe_rows(self.preprocessor_))
+        entry = {"file": ONNX_FILE, "opset": opset, "inputs": input_names(self.preprocessor_),
+                 "outputs": list(OUTPUTS), "parity_error": error}
         return data, entry
 
-    def _weights_bytes(self) -> bytes:
-        buffer = io.BytesIO()
+    def _weight_arrays(self) -> dict[str, np.ndarray]:
+        """What ``weights.npz`` holds: the networks' state and the neighbour part's reference rows."""
         state = {k: v.detach().cpu().numpy() for k, v in self.graph_.aae.state_dict().items()}
         if self.graph_.neighbors is not None:
             state.update({NEIGHBOR_KEY + k: v.detach().cpu().numpy()
                           for k, v in self.graph_.neighbors.state_dict().items()})
-        np.savez(buffer, **state)
+        return state
+
+    def _weights_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **self._weight_arrays())
         return buffer.getvalue()
 
     @classmethod
@@ -393,21 +405,8 @@ def _rebuild_graph(state: FittedState, weights: dict[str, torch.Tensor], where) 
 
 
 def _read_weights(data: bytes, where) -> dict[str, torch.Tensor]:
-    """The state dict from ``weights.npz``: plain numeric arrays only, never pickled objects."""
-    import zipfile
-
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            state = {}
-            for key in arrays.files:
-                array = arrays[key]
-                if array.dtype.kind not in "fiub":
-                    raise ValueError(f"array {key!r} has dtype {array.dtype}")
-                state[key] = torch.from_numpy(array.copy())
-            return state
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        # allow_pickle=False turns a pickle (or an object array) into ValueError: never loaded.
-        raise ModelFormatError(f"{where}: not a weights file aaedetect can read ({exc})") from None
+    """The state dict from ``weights.npz`` (see :func:`aaedetect.artifacts.read_arrays`)."""
+    return {k: torch.from_numpy(v) for k, v in artifacts.read_arrays(data, where).items()}
 
 
 class labelled_scorer:

@@ -1,6 +1,9 @@
-"""torch -> ONNX for the whole scoring graph, checked with ``onnx.checker`` and against torch.
+"""The ONNX scoring graph's contract, and its parity with the torch graph.
 
-The graph (contract documented in the README, "The ONNX graph"):
+The graph itself is written from the weights by :mod:`aaedetect.onnx_graph` (no torch); this
+module holds what needs the torch model: its outputs on probe rows, and the parity check that
+``fit`` and ``aaedetect export`` run before a graph is written. The contract (documented in the
+README, "The ONNX graph"):
 
 - inputs ``numeric`` float64 (batch, n_numeric): raw values of the model's numeric columns in
   manifest order, NaN where missing; ``categorical`` int64 (batch, n_categorical): category codes
@@ -15,86 +18,16 @@ Parity (the one definition; tests and the export check use it): see :func:`parit
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import logging
-import warnings
-
 import numpy as np
 import torch
-from torch import nn
 
 from .errors import AAEDetectError
 from .model import ScoringGraph
 from .preprocess import TabularPreprocessor
-from .config import DEFAULT_OPSET
-from .runtime import CPU, INPUT_CATEGORICAL, INPUT_NUMERIC, OUTPUTS, make_session, run_session
+from .runtime import CPU, OUTPUTS, make_session, run_session
 
 #: float32's unit roundoff: one rounding is off by at most this share of the value.
 UNIT_ROUNDOFF = 2.0 ** -24
-
-
-class _Both(nn.Module):
-    """The graph with the inputs a model has. (Not an attribute named ``graph``: torch.fx owns it.)"""
-
-    def __init__(self, scoring: ScoringGraph):
-        super().__init__()
-        self.scoring = scoring
-
-    def forward(self, numeric, categorical):
-        return self.scoring(numeric, categorical)
-
-
-class _NumericOnly(_Both):
-    def forward(self, numeric):
-        return self.scoring(numeric, None)
-
-
-class _CategoricalOnly(_Both):
-    def forward(self, categorical):
-        return self.scoring(None, categorical)
-
-
-def input_names(graph: ScoringGraph) -> list[str]:
-    names = []
-    if graph.features.n_num:
-        names.append(INPUT_NUMERIC)
-    if graph.features.n_cat:
-        names.append(INPUT_CATEGORICAL)
-    return names
-
-
-def export_onnx(graph: ScoringGraph, *, opset: int = DEFAULT_OPSET) -> bytes:
-    """The serialized ONNX model of ``graph``, with a dynamic batch axis, checked by onnx.checker."""
-    import onnx
-
-    graph = copy.deepcopy(graph).cpu().eval()
-    names = input_names(graph)
-    entry = {(True, True): _Both, (True, False): _NumericOnly,
-             (False, True): _CategoricalOnly}[(INPUT_NUMERIC in names, INPUT_CATEGORICAL in names)](graph)
-    examples = {
-        INPUT_NUMERIC: torch.zeros(3, graph.features.n_num, dtype=torch.float64),
-        INPUT_CATEGORICAL: torch.zeros(3, graph.features.n_cat, dtype=torch.int64),
-    }
-    args = tuple(examples[n] for n in names)
-    batch = torch.export.Dim("batch", min=1)
-    dynamic = {name: {0: batch} for name in names}
-    # The exporter reports progress with print() and warnings; a library stays quiet.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        try:
-            program = torch.onnx.export(entry, args, dynamo=True, input_names=names,
-                                        output_names=list(OUTPUTS), opset_version=opset,
-                                        dynamic_shapes=dynamic, optimize=True, verbose=False)
-        except Exception as exc:  # the exporter raises many types; all mean the same to a user
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise AAEDetectError(f"ONNX export failed (opset {opset}): {type(exc).__name__}: {first}") from exc
-    proto = program.model_proto
-    proto.doc_string = "aaedetect scoring graph; contract in the aaedetect README"
-    onnx.checker.check_model(proto, full_check=True)
-    return proto.SerializeToString()
 
 
 def torch_outputs(graph: ScoringGraph, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:

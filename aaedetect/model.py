@@ -10,17 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LATENT_SIGNALS, NetConfig
+from .config import INF_AS, LATENT_SIGNALS, NetConfig
 from .neighbors import Neighbors, hidden64
 from .preprocess import TabularPreprocessor
 from .priors import Prior
 from .scoring import Calibration
 
 LOGVAR_RANGE = (-10.0, 4.0)
-#: What +-inf inputs become after soft clipping (any finite double maps below ~715), so that
-#: infinite inputs still give finite scores. Clamped in float32: a float64 constant of 1e300 would
-#: not survive the ONNX export (it is stored as float32, i.e. as inf).
-_INF_AS = 1000.0
 
 
 class FeatureEncoder(nn.Module):
@@ -59,7 +55,7 @@ class FeatureEncoder(nn.Module):
             over = (z.abs() - self.clip).clamp(min=0.0)
             z = torch.where(over > 0, torch.sign(z) * (self.clip + torch.log1p(over)), z)
             # Only +-inf inputs are still infinite here (log1p of the largest double is ~710).
-            parts.append(z.float().clamp(-_INF_AS, _INF_AS))
+            parts.append(z.float().clamp(-INF_AS, INF_AS))
             if self.n_ind:
                 parts.append(missing[:, self.ind_cols].float())
         for j, width in enumerate(self.widths):

@@ -11,17 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SCORE_BATCH_ROWS
-#: Neighbours whose distances are averaged (PyOD's and scikit-learn's default for kNN detectors).
-NEIGHBORS = 5
-#: Candidates per neighbour taken from the fast float32 step to the exact float64 one.
-NEIGHBOR_CANDIDATES = 2
-#: Two vectors are the same row when their distance is below this share of their length
-#: (``|q - b|^2 <= SAME_ROW_RELATIVE^2 * (|q|^2 + |b|^2)``). The encoded input is float32, and
-#: two engines may round a value to neighbouring float32 numbers (one step is 2^-23 of it); 2^-16
-#: leaves room for 128 such steps, while two rows that differ anywhere by a meaningful amount
-#: (1e-4 of a standard deviation in one column of a 100-column table) stay apart.
-SAME_ROW_RELATIVE = 2.0 ** -16
+from .config import NEIGHBOR_CANDIDATES, NEIGHBORS, SAME_ROW_RELATIVE, SCORE_BATCH_ROWS
 
 
 def hidden64(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:

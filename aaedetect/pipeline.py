@@ -69,6 +69,25 @@ def fit_file(data: str | os.PathLike, model_dir: str | os.PathLike, options: dic
     return FitSummary(len(df), str(model_dir), time.perf_counter() - started, detector.manifest())
 
 
+def _export_without_torch(model_dir, opset: int | None) -> tuple[bytes, dict[str, Any]]:
+    """The graph built from the weights with onnx alone; without torch there is no torch model
+    to compare it with (``parity_error`` is None in its manifest entry)."""
+    from .artifacts import MANIFEST, WEIGHTS, ModelDir, read_arrays
+    from .config import DEFAULT_OPSET
+    from .manifest import FittedState
+    from .onnx_graph import build, input_names
+    from .runtime import ONNX_FILE, OUTPUTS
+
+    model = ModelDir(model_dir, ignore=(ONNX_FILE,))
+    state = FittedState.from_manifest(model.manifest, str(model.path / MANIFEST))
+    opset = opset or DEFAULT_OPSET
+    data = build(state, read_arrays(model.read(WEIGHTS), model.path / WEIGHTS), opset=opset)
+    logger.warning("torch is not installed: the graph was built from the weights but not compared "
+                   "with the torch model")
+    return data, {"file": ONNX_FILE, "opset": opset, "inputs": input_names(state.preprocessor),
+                  "outputs": list(OUTPUTS), "parity_error": None}
+
+
 def _log_our_warnings(show):
     """A ``warnings.showwarning`` that logs aaedetect's own warnings (the CLI prints them as
     ``warning:`` lines, at once) and passes every other warning to ``show``."""
@@ -89,12 +108,18 @@ def export_file(model_dir: str | os.PathLike, output: str | os.PathLike | None =
     Returns (path written, the ONNX manifest entry).
     """
     from .artifacts import ModelDir, write_model_dir
-    from .detector import AAEDetector
     from .runtime import ONNX_FILE
 
     # The graph being replaced may be missing or damaged: export is also how to repair it.
-    detector = AAEDetector.load(model_dir, device="cpu", ignore=(ONNX_FILE,))
-    data, entry = detector.export_onnx(opset=opset)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        data, entry = _export_without_torch(model_dir, opset)
+    else:
+        from .detector import AAEDetector
+
+        detector = AAEDetector.load(model_dir, device="cpu", ignore=(ONNX_FILE,))
+        data, entry = detector.export_onnx(opset=opset)
     if output is not None:
         with AtomicOutput(output) as out:
             out.write_bytes(data)

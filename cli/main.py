@@ -333,15 +333,18 @@ def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows
 def export(model_dir, output, opset, quiet):
     """Export the scoring graph of MODEL_DIR to ONNX again, from its saved weights.
 
-    The graph is checked with onnx.checker and against the torch model before it is written.
+    The graph is built from the weights with onnx (no torch needed), checked with onnx.checker
+    and, where torch is installed, against the torch model before it is written.
     """
     from aaedetect.pipeline import export_file
 
     _setup_logging(quiet)
     written, entry = export_file(model_dir, output, opset=opset)
     if not quiet:
+        parity = ("not compared with torch" if entry["parity_error"] is None
+                  else f"largest difference from torch {entry['parity_error']:.1e}")
         click.echo(f"wrote {written} (opset {entry['opset']}, inputs {', '.join(entry['inputs'])}; "
-                   f"largest difference from torch {entry['parity_error']:.1e})", err=True)
+                   f"{parity})", err=True)
 
 
 @main.command()

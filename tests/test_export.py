@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from aaedetect import AAEDetector
-from aaedetect.export import export_onnx, parity_error, parity_tolerance, probe_rows, torch_outputs
+from aaedetect.export import parity_error, parity_tolerance, probe_rows, torch_outputs
 from aaedetect.runtime import make_session, run_session
 from conftest import DEMO, FAST, SHARED_DATA, needs_shared_data
 
@@ -70,7 +70,7 @@ def test_parity_error_catches_nan_and_shape():
 @pytest.mark.parametrize("columns", [["a", "b", "c"], ["kind"]])
 def test_models_with_one_kind_of_column(table, columns):
     det = AAEDetector(**FAST).fit(table[columns])
-    data = export_onnx(det.graph_)
+    data = det.export_onnx()[0]
     session = make_session(data, ["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == (["numeric"] if "a" in columns else ["categorical"])
     numeric, categorical = det.preprocessor_.transform(table[columns])
@@ -78,12 +78,23 @@ def test_models_with_one_kind_of_column(table, columns):
                         run_session(session, numeric, categorical)) <= parity_tolerance(det.graph_)
 
 
+@pytest.mark.parametrize("options", [dict(prior="mixture:3"), dict(prior="uniform", latent_signal="discriminator"),
+                                     dict(neighbor_weight=0.0), dict(neighbor_rows=3)])
+def test_parity_for_every_prior_and_latent_signal_and_neighbour_setting(table, options):
+    det = AAEDetector(**FAST, **options).fit(table)
+    numeric, categorical = probe_rows(det.preprocessor_)
+    for opset in (17, 18):
+        got = onnx_outputs(det.export_onnx(opset=opset)[0], numeric, categorical)
+        assert parity_error(torch_outputs(det.graph_, numeric, categorical), got) <= parity_tolerance(det.graph_)
+    assert (got["neighbor_score"] == 0).all() == (options.get("neighbor_weight") == 0.0)
+
+
 def test_demo_parity():
     train = pd.read_csv(DEMO / "telemetry_train.csv")
     test = pd.read_csv(DEMO / "telemetry_test.csv")
     det = AAEDetector(max_epochs=10, random_state=0).fit(train)
     numeric, categorical = det.preprocessor_.transform(test)
-    got = onnx_outputs(export_onnx(det.graph_), numeric, categorical)
+    got = onnx_outputs(det.export_onnx()[0], numeric, categorical)
     assert parity_error(torch_outputs(det.graph_, numeric, categorical), got) <= parity_tolerance(det.graph_)
 
 
@@ -94,7 +105,7 @@ def test_shared_dataset_parity(name):
     X = df.drop(columns="label")
     det = AAEDetector(max_epochs=10, random_state=0).fit(X[df["label"] == 0])
     numeric, categorical = det.preprocessor_.transform(X)
-    got = onnx_outputs(export_onnx(det.graph_), numeric, categorical)
+    got = onnx_outputs(det.export_onnx()[0], numeric, categorical)
     assert parity_error(torch_outputs(det.graph_, numeric, categorical), got) <= parity_tolerance(det.graph_)
 
 
@@ -121,3 +132,22 @@ def test_cli_export(model_dir, tmp_path):
         assert result.exit_code == 0, result.stderr
         load(copy)
         assert (copy / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
+
+
+def test_export_without_torch_writes_the_same_graph(model_dir, tmp_path):
+    """The graph is built from the weights with onnx alone: with torch missing, export writes the
+    same bytes (and says it could not compare them with torch)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "no-torch.onnx"
+    code = f"""
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from aaedetect_cli.main import main
+main(["export", "-m", {str(model_dir)!r}, "-o", {str(out)!r}])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "not compared with torch" in run.stderr
+    assert out.read_bytes() == (model_dir / "model.onnx").read_bytes()
