@@ -14,41 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import make_table  # noqa: E402
-
-GIB = 1024 ** 3
-
-
-def write_csv(path: Path, rows: int, columns: int, chunk: int = 250_000) -> None:
-    """A CSV of ``rows`` rows written chunk by chunk (each chunk its own seed), so memory stays small."""
-    with pacsv.CSVWriter(str(path), pa.Schema.from_pandas(make_table(1, columns), preserve_index=False)) as out:
-        for i, start in enumerate(range(0, rows, chunk)):
-            table = make_table(min(chunk, rows - start), columns, seed=i)
-            out.write_table(pa.Table.from_pandas(table, preserve_index=False))
-
-
-def measured(cmd: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in bytes) of ``cmd`` run alone in a fresh wrapper process."""
-    wrapper = ("import resource, subprocess, sys, time\n"
-               "t = time.perf_counter(); rc = subprocess.run(sys.argv[1:]).returncode\n"
-               "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
-    seconds, kib, rc = out.stdout.split()
-    if rc != "0":
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {rc}")
-    return float(seconds), int(kib) * 1024
+from speed import GIB, measured, write_csv  # noqa: E402  (the speed benchmark's table and timer)
 
 
 def main() -> None:

@@ -1,17 +1,28 @@
-"""Scoring speed: rows/s of the ONNX path (onnxruntime) against torch eager, by batch size, and the
-wall time of `aaedetect score` on a 10-row file (start-up included).
+"""Speed, end to end: `aaedetect score` against the I/O floor, `fit` split into its steps, the
+start-up of a 10-row `score`, and training rows/s beside PyOD's AutoEncoder.
 
-    python benchmarks/speed.py [--columns 30] [--rows 262144] [--device cpu|cuda] [--repeat 3]
+    python benchmarks/speed.py [--rows 1000000] [--train-rows 100000] [--columns 32] [--device cpu|cuda]
 
-The table is synthetic: `--columns` numeric columns (a quarter of them categorical) with
-correlations, so the network has the width a real table of that size gets. Both engines score the
-same prepared arrays, so the figures compare the engines, not the CSV parsing.
+The table is synthetic (`make_table`): `--columns` columns, an eighth of them text with 8
+categories, the rest numeric and correlated, like a sensor table. One run prints:
+
+- `score`: the wall time of `aaedetect score big.csv -m model -o out.csv` (a fresh process, so
+  start-up, reading, scoring and writing are all in it), its peak RSS, and the I/O floor: pyarrow
+  reading the same CSV, appending five float columns and writing it (the least any tool that reads
+  and writes CSV must spend). The ratio of the two is the figure that matters;
+- `fit` on `--train-rows` rows of the same table (defaults, `--epochs` epochs; speed per epoch
+  does not depend on their number), split into reading, training (features included), the
+  neighbour bank, calibration and the ONNX export (build and parity check), plus writing;
+- the wall time of `aaedetect score` on a 10-row file (median of 5): the start-up cost;
+- training rows/s per epoch of aaedetect's AAE and of PyOD's AutoEncoder at the same layer widths
+  and batch size (PyOD from benchmarks/requirements.txt; skipped when it is not installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,87 +32,167 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-BATCHES = (1_000, 4_096, 16_384, 65_536)
+GIB = 1024 ** 3
+AAEDETECT = [sys.executable, "-m", "aaedetect_cli"]
 
 
 def make_table(rows: int, columns: int, seed: int = 0) -> pd.DataFrame:
-    """Correlated numeric columns plus categorical ones (a quarter of ``columns``)."""
+    """Correlated numeric columns plus text columns with 8 categories (an eighth of ``columns``)."""
     rng = np.random.default_rng(seed)
-    n_cat = columns // 4
+    n_cat = max(1, columns // 8)
     n_num = columns - n_cat
     base = rng.normal(size=(rows, 4))
     mix = rng.normal(size=(4, n_num))
-    data = {f"n{j}": v for j, v in enumerate((base @ mix + 0.1 * rng.normal(size=(rows, n_num))).T)}
+    data = {f"n{j}": v.round(5) for j, v in enumerate((base @ mix + 0.1 * rng.normal(size=(rows, n_num))).T)}
     for j in range(n_cat):
         data[f"c{j}"] = np.array(list("abcdefgh"))[rng.integers(0, 8, rows)]
     return pd.DataFrame(data)
 
 
-def rows_per_second(run, n_rows: int, repeat: int) -> float:
-    run()  # warm-up: session and allocator caches
-    best = min(_timed(run) for _ in range(repeat))
-    return n_rows / best
+def write_csv(path: Path, rows: int, columns: int, chunk: int = 250_000) -> None:
+    """A CSV of ``rows`` rows written chunk by chunk (each chunk its own seed): memory stays small."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    schema = pa.Schema.from_pandas(make_table(1, columns), preserve_index=False)
+    with pacsv.CSVWriter(str(path), schema) as out:
+        for i, start in enumerate(range(0, rows, chunk)):
+            out.write_table(pa.Table.from_pandas(make_table(min(chunk, rows - start), columns, seed=i),
+                                                 preserve_index=False))
 
 
-def _timed(run) -> float:
+def measured(cmd: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS in bytes) of ``cmd`` run alone under a fresh wrapper process."""
+    wrapper = ("import resource, subprocess, sys, time\n"
+               "t = time.perf_counter(); rc = subprocess.run(sys.argv[1:]).returncode\n"
+               "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
+    seconds, kib, rc = out.stdout.split()
+    if rc != "0":
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed with exit code {rc}")
+    return float(seconds), int(kib) * 1024
+
+
+def io_floor(path: Path, out: Path) -> float:
+    """pyarrow: read the CSV, append five float32 columns, write it (best of two)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        table = pacsv.read_csv(str(path))
+        column = pa.array(np.zeros(table.num_rows, np.float32))
+        for name in ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly"):
+            table = table.append_column(name, column)
+        pacsv.write_csv(table, str(out))
+        best = min(best, time.perf_counter() - started)
+        del table
+    out.unlink()
+    return best
+
+
+def fit_split(path: Path, model: Path, epochs: int, device: str) -> tuple[dict[str, float], "object"]:
+    """Fit as `aaedetect fit` does, timing each step; returns (seconds by step, the detector)."""
+    from aaedetect import AAEDetector
+    from aaedetect.tables import TableSource
+
     started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
+    with TableSource(path) as source:
+        df = source.read()
+    split = {"read": time.perf_counter() - started}
+    det = AAEDetector(max_epochs=epochs, patience=epochs + 1, device=device, random_state=0)
+    det.fit(df, source=path.name, first_line=2)
+    split.update(det.fit_seconds_)
+    started = time.perf_counter()
+    data, entry = det.export_onnx()
+    split["export"] = time.perf_counter() - started
+    started = time.perf_counter()
+    det.save(model, force=True)  # exports again: timed as the whole write, export included
+    split["write (with export)"] = time.perf_counter() - started
+    return split, det
+
+
+def startup(model: Path, work: Path, source: Path, repeat: int = 5) -> float:
+    ten = work / "ten.csv"
+    with open(source) as fh, open(ten, "w") as out:
+        out.writelines(next(fh) for _ in range(11))
+    times = [measured([*AAEDETECT, "score", str(ten), "-m", str(model), "-o", str(work / "ten-out.csv"),
+                       "-q"])[0] for _ in range(repeat)]
+    return statistics.median(times)
+
+
+def training_rows_per_second(det, df: pd.DataFrame, epochs: int) -> tuple[float, float | None]:
+    """(aaedetect, PyOD AutoEncoder) training rows/s per epoch at the same widths and batch size."""
+    seconds = det.training_.seconds / max(det.training_.epochs_run, 1)
+    ours = det.n_rows_["train"] / seconds
+    try:
+        from pyod.models.auto_encoder import AutoEncoder
+    except ImportError:
+        return ours, None
+    import torch
+
+    numeric, categorical = det.preprocessor_.transform(df)
+    with torch.no_grad():
+        x = det.graph_.features(torch.from_numpy(numeric), torch.from_numpy(categorical)).numpy()
+    h1, h2 = det.net_config_.hidden
+    pyod = AutoEncoder(hidden_neuron_list=[h1, h2], epoch_num=epochs, batch_size=det.batch_size,
+                       preprocessing=False, verbose=0, random_state=0)
+    started = time.perf_counter()
+    pyod.fit(x)
+    return ours, len(x) * epochs / (time.perf_counter() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--columns", type=int, default=30)
-    parser.add_argument("--rows", type=int, default=262_144, help="rows scored per measurement")
-    parser.add_argument("--train-rows", type=int, default=20_000)
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (speed does not depend on them)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the table scored")
+    parser.add_argument("--train-rows", type=int, default=100_000)
+    parser.add_argument("--columns", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the generated files here")
+    parser.add_argument("--demo", type=Path, default=Path(__file__).resolve().parent.parent / "datasets"
+                        / "demo" / "telemetry_train.csv", help="the small fit measured besides")
     args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="aaedetect-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    big, train = work / f"table-{args.rows}.csv", work / f"train-{args.train_rows}.csv"
+    if not big.exists():
+        write_csv(big, args.rows, args.columns)
+    if not train.exists():
+        make_table(args.train_rows, args.columns, seed=1000).to_csv(train, index=False)
+    print(f"# aaedetect speed: {args.rows:,} x {args.columns} table ({big.stat().st_size / GIB:.2f} GiB CSV), "
+          f"{os.cpu_count()} CPUs, device {args.device}\n")
 
-    import torch
+    model = work / "model"
+    split, det = fit_split(train, model, args.epochs, args.device)
+    cfg = det.net_config_
+    print(f"## fit: {args.train_rows:,} rows, {args.epochs} epochs; network {cfg.hidden[0]}/{cfg.hidden[1]}, "
+          f"{cfg.n_inputs} encoded features, {det.manifest()['neighbors']['rows']:,} neighbour rows\n")
+    print("| step | seconds |\n| --- | ---: |")
+    for step, seconds in split.items():
+        print(f"| {step} | {seconds:.2f} |")
+    small_split, _ = fit_split(args.demo, work / "demo-model", 100, args.device)
+    outside = sum(v for k, v in small_split.items() if k not in ("train", "write (with export)"))
+    total = sum(v for k, v in small_split.items() if k != "write (with export)")
+    print(f"\ndemo training file ({args.demo.name}, default epochs): "
+          + ", ".join(f"{k} {v:.2f}s" for k, v in small_split.items())
+          + f"; everything but training: {outside / total:.0%} of the fit\n")
 
-    from aaedetect import AAEDetector
-    from aaedetect.runtime import OnnxScorer
+    out = work / "scored.csv"
+    wall, peak = measured([*AAEDETECT, "score", str(big), "-m", str(model), "-o", str(out), "-q",
+                           "--device", args.device])
+    out.unlink()
+    floor = io_floor(big, work / "floor.csv")
+    print("## score\n\n| what | seconds | rows/s | peak RSS GiB |\n| --- | ---: | ---: | ---: |")
+    print(f"| aaedetect score (whole process) | {wall:.1f} | {args.rows / wall:,.0f} | {peak / GIB:.2f} |")
+    print(f"| I/O floor (pyarrow read, append 5 columns, write) | {floor:.1f} | {args.rows / floor:,.0f} | |")
+    print(f"\nratio to the floor: {wall / floor:.2f}x\n")
+    print(f"10-row `aaedetect score`, whole process (median of 5): {startup(model, work, train):.2f} s\n")
 
-    print(f"python {sys.version.split()[0]}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"{os.cpu_count()} CPUs, device {args.device}")
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        train = make_table(args.train_rows, args.columns, seed=1)
-        det = AAEDetector(max_epochs=args.epochs, random_state=0, device=args.device).fit(train)
-        det.save(model_dir)
-        print(f"table: {args.columns} columns -> {det.net_config_.n_inputs} encoded features, "
-              f"network {det.net_config_.hidden} latent {det.net_config_.latent_dim}")
-        test = make_table(args.rows, args.columns, seed=2)
-        numeric, categorical = det.preprocessor_.transform(test)
-
-        scorer = OnnxScorer(model_dir, device=args.device)
-        print(f"onnxruntime provider: {scorer.provider}")
-        print()
-        print(f"| batch rows | onnxruntime rows/s | torch eager rows/s | onnx / torch |")
-        print(f"| ---: | ---: | ---: | ---: |")
-        from aaedetect.config import SCORE_BATCH_ROWS
-
-        for batch in BATCHES:
-            scorer.batch_rows = batch
-            onnx_rate = rows_per_second(lambda: scorer.run_arrays(numeric, categorical), len(test), args.repeat)
-            SCORE_BATCH_ROWS[det.device_.type] = batch  # the torch path's batches
-            torch_rate = rows_per_second(lambda: det.run_arrays(numeric, categorical), len(test), args.repeat)
-            print(f"| {batch:,} | {onnx_rate:,.0f} | {torch_rate:,.0f} | {onnx_rate / torch_rate:.2f} |")
-
-        small = Path(tmp) / "ten.csv"
-        make_table(10, args.columns, seed=3).to_csv(small, index=False)
-        command = [sys.executable, "-m", "aaedetect_cli", "score", str(small), "-m", str(model_dir),
-                   "-o", str(Path(tmp) / "out.csv"), "--quiet", "--device", args.device]
-        times = []
-        for _ in range(max(args.repeat, 3)):
-            started = time.perf_counter()
-            subprocess.run(command, check=True)
-            times.append(time.perf_counter() - started)
-        print()
-        print(f"`aaedetect score` on a 10-row file (whole process): median {np.median(times):.3f}s, "
-              f"best {min(times):.3f}s over {len(times)} runs")
+    ours, pyod = training_rows_per_second(det, make_table(args.train_rows, args.columns, seed=1000), args.epochs)
+    print(f"training rows/s per epoch (batch {det.batch_size}, widths {cfg.hidden[0]}/{cfg.hidden[1]}): "
+          f"aaedetect {ours:,.0f}; PyOD AutoEncoder " + (f"{pyod:,.0f}" if pyod else "not installed"))
 
 
 if __name__ == "__main__":
