@@ -184,8 +184,8 @@ class ModelDir:
         return data
 
 
-def read_arrays(data: bytes, where) -> dict[str, "np.ndarray"]:
-    """The arrays of a ``weights.npz``: plain numeric arrays only, never pickled objects
+def read_arrays(data: bytes, where) -> dict[str, Any]:
+    """The numpy arrays of a ``weights.npz``: plain numeric arrays only, never pickled objects
     (``allow_pickle=False`` turns a pickle, or an object array, into an error: never loaded)."""
     import io
     import zipfile

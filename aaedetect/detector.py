@@ -159,6 +159,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                           f"(at least {MIN_SPLIT_ROWS} rows hold some out)", SmallTableWarning,
                           stacklevel=2)
             val_idx = train_idx = np.arange(n)
+        held_out = len(val_idx) if n >= MIN_SPLIT_ROWS else 0
         device = resolve_device(opts.device)
 
         if progress is None and self.verbose:
@@ -172,13 +173,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             cfg = size_network(features.n_features, opts.hidden_dims, opts.latent_dim, opts.dropout)
             aae = AAE(cfg, make_prior(opts.prior, cfg.latent_dim)).to(device)
             logger.info("training on %d rows (%d held out), %d columns -> %d features, network %s, "
-                        "device %s", len(train_idx), 0 if n < MIN_SPLIT_ROWS else len(val_idx),
-                        features.n_columns, cfg.n_inputs, cfg.to_dict(), device)
+                        "device %s", len(train_idx), held_out, features.n_columns, cfg.n_inputs,
+                        cfg.to_dict(), device)
             index = torch.from_numpy(train_idx).to(device), torch.from_numpy(val_idx).to(device)
             with cpu_threads_for(aae, device):
                 result = train_aae(aae, features, x[index[0]], x[index[1]], opts, progress)
-        if n < MIN_SPLIT_ROWS:
-            result.validation_rows = 0  # nothing was held out: calibrated on the training rows
+        result.validation_rows = held_out  # 0 when calibrated on the training rows themselves
         marks.append(time.perf_counter())
 
         neighbors = None
@@ -337,15 +337,13 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         """(ONNX model bytes, its manifest entry): built from the weights, checked, and verified
         against the torch graph on probe rows."""
         from .export import check_parity, probe_rows
-        from .onnx_graph import build, input_names
+        from .onnx_graph import build, manifest_entry
 
         self._check_fitted()
         opset = opset or DEFAULT_OPSET
         data = build(self._fitted_state(), self._weight_arrays(), opset=opset)
         error = check_parity(self.graph_, data, *probe_rows(self.preprocessor_))
-        entry = {"file": ONNX_FILE, "opset": opset, "inputs": input_names(self.preprocessor_),
-                 "outputs": list(OUTPUTS), "parity_error": error}
-        return data, entry
+        return data, manifest_entry(self.preprocessor_, opset, error)
 
     def _weight_arrays(self) -> dict[str, np.ndarray]:
         """What ``weights.npz`` holds: the networks' state and the neighbour part's reference rows."""

@@ -185,6 +185,15 @@ def input_names(pre) -> list[str]:
             if columns]
 
 
+def manifest_entry(pre, opset: int, parity_error: float | None) -> dict:
+    """The model manifest's ``onnx`` entry for a graph built for these columns; ``parity_error``
+    is None when no torch model was at hand to compare it with."""
+    from .runtime import ONNX_FILE
+
+    return {"file": ONNX_FILE, "opset": opset, "inputs": input_names(pre), "outputs": list(OUTPUTS),
+            "parity_error": parity_error}
+
+
 def _column_errors(g: _Builder, pre, x: str, out: str) -> str:
     """FeatureEncoder.column_errors: (B, C) per-column reconstruction errors."""
     n_num = len(pre.numeric)

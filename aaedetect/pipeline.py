@@ -75,8 +75,8 @@ def _export_without_torch(model_dir, opset: int | None) -> tuple[bytes, dict[str
     from .artifacts import MANIFEST, WEIGHTS, ModelDir, read_arrays
     from .config import DEFAULT_OPSET
     from .manifest import FittedState
-    from .onnx_graph import build, input_names
-    from .runtime import ONNX_FILE, OUTPUTS
+    from .onnx_graph import build, manifest_entry
+    from .runtime import ONNX_FILE
 
     model = ModelDir(model_dir, ignore=(ONNX_FILE,))
     state = FittedState.from_manifest(model.manifest, str(model.path / MANIFEST))
@@ -84,8 +84,7 @@ def _export_without_torch(model_dir, opset: int | None) -> tuple[bytes, dict[str
     data = build(state, read_arrays(model.read(WEIGHTS), model.path / WEIGHTS), opset=opset)
     logger.warning("torch is not installed: the graph was built from the weights but not compared "
                    "with the torch model")
-    return data, {"file": ONNX_FILE, "opset": opset, "inputs": input_names(state.preprocessor),
-                  "outputs": list(OUTPUTS), "parity_error": None}
+    return data, manifest_entry(state.preprocessor, opset, None)
 
 
 def _log_our_warnings(show):

@@ -194,10 +194,7 @@ class TabularPreprocessor:
             finally:
                 report.log(source)
         check_unique_columns(df, source)
-        missing = [c for c in self.columns if c not in df.columns]
-        if missing:
-            raise DataError(f"{source}: missing column {missing[0]!r} that the model needs"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        self.check_columns(df.columns, source)
         n = len(df)
         numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
         for j, col in enumerate(self.numeric):
@@ -223,6 +220,14 @@ class TabularPreprocessor:
             report.add(col.name, "unseen", int(unseen.sum()))
             codes[:, j] = found
         return numeric, codes
+
+    def check_columns(self, columns, source: str) -> None:
+        """Raise a :class:`DataError` naming the first model column missing from ``columns``."""
+        present = set(columns)
+        missing = [c for c in self.columns if c not in present]
+        if missing:
+            raise DataError(f"{source}: missing column {missing[0]!r} that the model needs"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
     # ---------------------------------------------------------------- state
     def to_dict(self) -> dict[str, Any]:
@@ -318,11 +323,9 @@ def check_cells(series: pd.Series, column: str, source: str, first_line: int | N
     for i, value in enumerate(series.array):
         if not (value is None or isinstance(value, (str, bytes, bool, int, float, np.generic))
                 or pd.api.types.is_scalar(value)) or isinstance(value, complex):
-            where = f"line {first_line + i}" if first_line is not None else f"row {i + 1}"
-            shown = repr(value)
-            shown = shown[:37] + "..." if len(shown) > 40 else shown
-            raise DataError(f"{source}: column {column!r}, {where}: a {type(value).__name__} "
-                            f"({shown}) is not a table value (a number, text, a boolean or a date)")
+            raise DataError(f"{source}: column {column!r}, {_where(first_line, i)}: a "
+                            f"{type(value).__name__} ({_clipped(repr(value))}) is not a table value "
+                            f"(a number, text, a boolean or a date)")
 
 
 _MISSING_ARRAY = pa.array(sorted(MISSING_TOKENS))
@@ -421,15 +424,21 @@ def _category_text(series: pd.Series, spelling: str) -> np.ndarray:
 def _bad_number(source: str, column: str, series: pd.Series, bad: np.ndarray,
                 first_line: int | None, *, hint: bool) -> DataError:
     i = int(np.flatnonzero(bad)[0])
-    where = f"line {first_line + i}" if first_line is not None else f"row {i + 1}"
-    value = str(series.iloc[i])
-    if len(value) > 40:
-        value = value[:37] + "..."
     more = f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""
-    message = f"{source}: column {column!r}, {where}: {value!r} is not a number{more}"
+    message = (f"{source}: column {column!r}, {_where(first_line, i)}: "
+               f"{_clipped(str(series.iloc[i]))!r} is not a number{more}")
     if hint:
         message += f"; fix it, or pass --categorical {column} or --exclude {column}"
     return DataError(message)
+
+
+def _where(first_line: int | None, i: int) -> str:
+    """Where the ``i``-th row (0-based) is: its file line, or its 1-based row number."""
+    return f"line {first_line + i}" if first_line is not None else f"row {i + 1}"
+
+
+def _clipped(text: str, limit: int = 40) -> str:
+    return text[:limit - 3] + "..." if len(text) > limit else text
 
 
 def _preview(names: Any, limit: int = 8) -> str:

@@ -32,11 +32,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from aaedetect.artifacts import MANIFEST, ModelDir, sha256_bytes
+from aaedetect.artifacts import MANIFEST, sha256_bytes
+from aaedetect.config import DEVICES
 from aaedetect.errors import AAEDetectError, DataError, ModelFormatError, OptionError
 from aaedetect.scoring import SCORE_COLUMNS, check_no_score_columns
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aaedetect.preprocess import TabularPreprocessor
 
 logger = logging.getLogger("aaedetect")
 
@@ -50,9 +54,9 @@ DEFAULT_SAMPLE_ROWS = 100_000
 _SCORERS: dict[tuple, Any] = {}
 
 
-def model_files(model_dir: str | os.PathLike) -> tuple[dict[str, bytes], str, list[str]]:
-    """({file name: bytes} of a checked model directory, sha256 of its manifest, the columns the
-    model reads), on the driver.
+def model_files(model_dir: str | os.PathLike) -> tuple[dict[str, bytes], str, "TabularPreprocessor"]:
+    """({file name: bytes} of a checked model directory, sha256 of its manifest, the model's
+    preprocessor: the columns it reads), on the driver.
 
     Raises the usual :class:`~aaedetect.errors.ModelFormatError` (or ``PathError``) when the
     directory is missing, damaged or changed, and when onnxruntime cannot load its graph.
@@ -60,11 +64,11 @@ def model_files(model_dir: str | os.PathLike) -> tuple[dict[str, bytes], str, li
     from aaedetect.runtime import OnnxScorer
 
     # Everything the executors will check, checked here first.
-    columns = OnnxScorer(model_dir, device="cpu").preprocessor.columns
-    model = ModelDir(model_dir)
+    scorer = OnnxScorer(model_dir, device="cpu")
+    model = scorer.model_dir  # its manifest and files, checked on the way in
     files = {name: model.read(name) for name in model.manifest["files"]}
     files[MANIFEST] = (model.path / MANIFEST).read_bytes()
-    return files, sha256_bytes(files[MANIFEST]), columns
+    return files, sha256_bytes(files[MANIFEST]), scorer.preprocessor
 
 
 def executor_scorer(files: dict[str, bytes], digest: str, *, device: str = "cpu",
@@ -107,13 +111,10 @@ def score(df, model_dir: str | os.PathLike, *, device: str = "cpu", batch_rows: 
     """
     from pyspark.sql import types as T
 
-    if device not in ("cpu", "cuda", "auto"):
-        raise OptionError(f"device {device!r} is not one of cpu, cuda, auto")
-    files, digest, needed = model_files(model_dir)
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise DataError(f"Spark DataFrame: missing column {missing[0]!r} that the model needs"
-                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if device not in DEVICES:
+        raise OptionError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    files, digest, pre = model_files(model_dir)
+    pre.check_columns(df.columns, "Spark DataFrame")
     check_no_score_columns(df.columns, "Spark DataFrame")
     schema = T.StructType(list(df.schema.fields) + [
         T.StructField(name, T.FloatType() if SCORE_TYPES[name] == "float" else T.ByteType(), False)

@@ -49,8 +49,8 @@ def main() -> None:
                         "--epochs", "3", "-q"], check=True)
     print(f"aaedetect score, {args.columns} columns, model fitted with the defaults "
           f"(3 epochs) on 100,000 sampled rows; {os.cpu_count()} CPUs\n")
-    print(f"| rows | file GiB | wall s | rows/s | peak RSS GiB |")
-    print(f"| ---: | ---: | ---: | ---: | ---: |")
+    print("| rows | file GiB | wall s | rows/s | peak RSS GiB |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     peaks = []
     for rows, path in files:
         out = work / f"scored-{rows}.csv"
