@@ -183,15 +183,17 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
         neighbors = None
         if opts.neighbor_weight > 0:
-            neighbors = Neighbors.from_training(aae.encoder.body, x, train_idx, seed, opts.neighbor_rows)
+            neighbors = Neighbors.from_training(aae.encoder.body, x, train_idx, seed, opts.neighbor_rows,
+                                                pre.feature_fold())
         marks.append(time.perf_counter())
         graph = ScoringGraph(features, aae, opts.latent_signal, neighbors=neighbors).eval()
-        recon_raw, latent_raw, near_x, near_h, _ = _batched(graph.raw_parts, numeric[val_idx],
-                                                           categorical[val_idx], device)
+        recon_raw, latent_raw, near_x, near_h, errors, near_columns = _batched(
+            graph.raw_parts, numeric[val_idx], categorical[val_idx], device)
         calibration = Calibration.fit(recon_raw, latent_raw, latent_log=graph.latent_log,
                                       latent_weight=opts.latent_weight,
                                       neighbor_raw=None if neighbors is None else (near_x, near_h),
-                                      neighbor_weight=opts.neighbor_weight)
+                                      neighbor_weight=opts.neighbor_weight,
+                                      column_raw=(errors, near_columns))
         graph.calibration = calibration
         # The held-out rows' scores from the raw parts already computed (a second pass through the
         # graph would repeat the networks and the neighbour search).
@@ -255,21 +257,36 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self._check_fitted()
         return self.threshold_
 
+    @property
+    def calibration(self) -> Calibration:
+        self._check_fitted()
+        return self.calibration_
+
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         """The scoring graph on raw arrays, in batches: calibrated scores and per-column errors."""
         self._check_fitted()
         return dict(zip(OUTPUTS, _batched(self.graph_, numeric, categorical, self.device_)))
 
-    def score_table(self, X, *, source: str = "data") -> pd.DataFrame:
+    def score_table(self, X, *, source: str = "data", explain: int = 0) -> pd.DataFrame:
         """``X`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
-        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`).
+        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`); ``explain=K`` adds
+        ``top_columns`` and ``top_shares``, the K columns that contribute most to each row's
+        anomaly_score (see :meth:`FrameScorer.score_frame`).
 
         A DataFrame keeps its index and every column, the model's found by name; an array's
         columns are taken in the order ``fit`` saw them."""
         self._check_fitted()
         if not isinstance(X, pd.DataFrame):
             X = self._checked(X, source)
-        return self.score_frame(X, source=source, first_line=None)
+        return self.score_frame(X, source=source, first_line=None, explain=explain)
+
+    def explain_table(self, X, *, source: str = "data") -> pd.DataFrame:
+        """Each row's shares of its anomaly_score by model column (rows sum to 1), as a table
+        with the model's columns (see :func:`aaedetect.scoring.column_shares`)."""
+        self._check_fitted()
+        if not isinstance(X, pd.DataFrame):
+            X = self._checked(X, source)
+        return super().explain_table(X, source=source)
 
     def score_samples(self, X) -> np.ndarray:
         """Normality of each row (scikit-learn convention: higher = more normal), shape (N,)."""
@@ -390,9 +407,11 @@ def _rebuild_graph(state: FittedState, weights: dict[str, torch.Tensor], where) 
         aae.load_state_dict(weights, strict=True)
         neighbors = None
         if state.calibration.neighbor_weight > 0 or banks:
-            neighbors = Neighbors(banks["x_bank"], banks["h_bank"])
-            if neighbors.x_bank.shape[1] != cfg.n_inputs or neighbors.h_bank.shape[1] != cfg.hidden[1]:
+            x_bank, h_bank = banks["x_bank"], banks["h_bank"]
+            if x_bank.ndim != 2 or h_bank.ndim != 2 or x_bank.shape[1] != cfg.n_inputs \
+                    or h_bank.shape[1] != cfg.hidden[1]:
                 raise ModelFormatError(f"{where}: the neighbour rows do not match the manifest's network")
+            neighbors = Neighbors(x_bank, h_bank, state.preprocessor.feature_fold())
     except (KeyError, ValueError) as exc:
         raise ModelFormatError(f"{where}: the neighbour rows are missing or malformed ({exc})") from None
     except RuntimeError as exc:

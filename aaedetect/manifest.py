@@ -128,6 +128,11 @@ def _parse(manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             values[name] = parse(manifest[key])
         except (KeyError, TypeError, ValueError, AttributeError, AAEDetectError) as exc:
             problems.append(f"{key!r} is missing or malformed ({type(exc).__name__}: {exc})")
+    if "calibration" in values and "preprocessor" in values:
+        try:
+            values["calibration"].check_columns(len(values["preprocessor"].columns))
+        except ValueError as exc:
+            problems.append(f"'calibration' does not match the columns ({exc})")
     named = manifest.get("named_columns", True)  # absent from the models of earlier releases
     if not isinstance(named, bool):
         problems.append(f"'named_columns' is malformed ({named!r} is not true or false)")

@@ -199,8 +199,9 @@ class ScoringGraph(nn.Module):
         return self.latent_signal == "discriminator"
 
     def raw_parts(self, num: torch.Tensor, cat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(recon_raw, latent_raw, neighbor_x_raw, neighbor_h_raw (B,) each, column errors (B, C))
-        before calibration; the neighbour distances are zeros when the graph has no neighbours."""
+        """(recon_raw, latent_raw, neighbor_x_raw, neighbor_h_raw (B,) each, then per column (B, C):
+        the reconstruction errors and the squared differences to the nearest reference rows) before
+        calibration; the neighbour outputs are zeros when the graph has no neighbours."""
         x = self.features(num, cat)  # (B, D)
         mu = self.aae.encoder.mu(self.aae.encoder.body(x))  # (B, L)
         errors = self.features.column_errors(x, self.aae.decoder(mu))  # (B, C)
@@ -210,14 +211,16 @@ class ScoringGraph(nn.Module):
         else:
             latent_raw = F.softplus(-logit)  # -log sigmoid(logit) = -log D(mu)
         if self.neighbors is not None:
-            near_x, near_h = self.neighbors(x, hidden64(self.aae.encoder.body, x))
+            near_x, near_h, near_columns = self.neighbors(x, hidden64(self.aae.encoder.body, x))
         else:
             near_x = near_h = torch.zeros_like(latent_raw)
-        return errors.sum(1), latent_raw, near_x, near_h, errors
+            near_columns = torch.zeros_like(errors)
+        return errors.sum(1), latent_raw, near_x, near_h, errors, near_columns
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor):
-        recon_raw, latent_raw, near_x, near_h, errors = self.raw_parts(num, cat)
-        return (*self.calibrated(recon_raw, latent_raw, near_x, near_h), errors)
+        """The graph's outputs, in the order of ``aaedetect.runtime.OUTPUTS``."""
+        recon_raw, latent_raw, near_x, near_h, errors, near_columns = self.raw_parts(num, cat)
+        return (*self.calibrated(recon_raw, latent_raw, near_x, near_h), errors, near_columns)
 
     def calibrated(self, recon_raw: torch.Tensor, latent_raw: torch.Tensor, near_x: torch.Tensor,
                    near_h: torch.Tensor) -> tuple[torch.Tensor, ...]:

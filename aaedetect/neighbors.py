@@ -32,7 +32,7 @@ def hidden64(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
-                           k: int) -> torch.Tensor:
+                           k: int, fold: torch.Tensor | None = None):
     """Mean Euclidean distance (B,) from each query row (B, F) to its ``k`` nearest bank rows
     (M, F, float32; ``bank_sq`` (M,) their squared lengths in float64), leaving out one exact match.
 
@@ -44,6 +44,11 @@ def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: tor
     reference rows (as PyOD's kNN does for its training scores): fit on a table and score that
     table, and its reference rows do not find themselves at distance 0. A second copy of a row
     still counts. Needs ``k < M``.
+
+    With ``fold`` (F, C, float64: :meth:`TabularPreprocessor.feature_fold`), also returns the
+    per-column differences (B, C, float32): each column's squared difference to those same ``k``
+    rows, averaged over them (the row's squared distances are their sums over columns). They say
+    which columns keep a row away from its nearest normal rows (``--explain``).
     """
     q32 = query.float()
     d2 = (q32 * q32).sum(1, keepdim=True) - 2.0 * q32 @ bank.T + (bank * bank).sum(1)  # (B, M)
@@ -54,9 +59,15 @@ def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: tor
     exact = (diff * diff).sum(2)  # (B, c)
     cutoff = SAME_ROW_RELATIVE ** 2 * ((q64 * q64).sum(1, keepdim=True) + bank_sq[candidates])
     exact = torch.where(exact <= cutoff, torch.zeros_like(exact), exact)
-    nearest = torch.topk(exact, k + 1, dim=1, largest=False, sorted=True).values.sqrt()  # (B, k+1)
+    nearest, order = torch.topk(exact, k + 1, dim=1, largest=False, sorted=True)  # (B, k+1)
+    nearest = nearest.sqrt()
     self_match = nearest[:, 0] == 0.0
-    return torch.where(self_match, nearest[:, 1:].mean(1), nearest[:, :k].mean(1)).float()
+    distance = torch.where(self_match, nearest[:, 1:].mean(1), nearest[:, :k].mean(1)).float()
+    if fold is None:
+        return distance
+    chosen = torch.where(self_match.unsqueeze(1), order[:, 1:], order[:, :k])  # (B, k) of c
+    squares = (diff * diff).gather(1, chosen.unsqueeze(2).expand(-1, -1, diff.shape[2]))  # (B, k, F)
+    return distance, (squares.mean(1) @ fold).float()
 
 
 class Neighbors(nn.Module):
@@ -64,7 +75,7 @@ class Neighbors(nn.Module):
     reads, and the encoder's last hidden layer (the representation it learnt). Plain float arrays,
     saved in ``weights.npz`` beside the networks."""
 
-    def __init__(self, x_bank: torch.Tensor, h_bank: torch.Tensor):
+    def __init__(self, x_bank: torch.Tensor, h_bank: torch.Tensor, fold: np.ndarray | None = None):
         super().__init__()
         if x_bank.ndim != 2 or h_bank.ndim != 2 or len(x_bank) != len(h_bank) or len(x_bank) < 2:
             raise ValueError("neighbour banks must be two tables with as many rows, at least 2")
@@ -73,18 +84,24 @@ class Neighbors(nn.Module):
         # Squared lengths for the same-row cut-off: derived from the banks, so not saved.
         self.register_buffer("x_sq", self.x_bank.double().pow(2).sum(1), persistent=False)
         self.register_buffer("h_sq", self.h_bank.double().pow(2).sum(1), persistent=False)
+        # (D, C) encoded feature -> column (TabularPreprocessor.feature_fold); derived, not saved.
+        fold = np.eye(x_bank.shape[1]) if fold is None else np.asarray(fold, np.float64)
+        if fold.shape[0] != x_bank.shape[1]:
+            raise ValueError(f"the column fold has {fold.shape[0]} features, the bank {x_bank.shape[1]}")
+        self.register_buffer("fold", torch.from_numpy(fold), persistent=False)
         self.k = min(NEIGHBORS, len(x_bank) - 1)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean distances (B,) each, in the encoded input ``x`` (B, D) and the hidden layer ``h``
-        (B, H, float64: see :func:`hidden64`)."""
-        return (mean_neighbor_distance(x, self.x_bank, self.x_sq, self.k),
-                mean_neighbor_distance(h, self.h_bank, self.h_sq, self.k))
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Mean distances (B,) in the encoded input ``x`` (B, D) and in the hidden layer ``h``
+        (B, H, float64: see :func:`hidden64`), and the per-column differences (B, C) to the
+        nearest rows of the encoded input (see :func:`mean_neighbor_distance`)."""
+        near_x, columns = mean_neighbor_distance(x, self.x_bank, self.x_sq, self.k, self.fold)
+        return near_x, mean_neighbor_distance(h, self.h_bank, self.h_sq, self.k), columns
 
     @classmethod
     @torch.no_grad()
     def from_training(cls, body: nn.Sequential, x: torch.Tensor, rows: np.ndarray, seed: int,
-                      max_rows: int) -> "Neighbors":
+                      max_rows: int, fold: np.ndarray | None = None) -> "Neighbors":
         """The reference rows: the training rows ``rows`` of the encoded table ``x`` (a seeded
         sample of at most ``max_rows``), and their hidden layer (in float64, as scoring does)."""
         if len(rows) > max_rows:
@@ -92,4 +109,4 @@ class Neighbors(nn.Module):
         bank_x = x[torch.from_numpy(rows).to(x.device)]
         step = SCORE_BATCH_ROWS[x.device.type]
         bank_h = torch.cat([hidden64(body, bank_x[i:i + step]) for i in range(0, len(bank_x), step)])
-        return cls(bank_x, bank_h)
+        return cls(bank_x, bank_h, fold)

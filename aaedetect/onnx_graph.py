@@ -145,8 +145,12 @@ def build(state: "FittedState", weights: dict[str, np.ndarray], *, opset: int = 
         h64 = g.op("Relu", g.linear(x64, w["encoder.body.0.weight"], w["encoder.body.0.bias"], np.float64))
         h64 = g.op("Relu", g.linear(h64, w["encoder.body.3.weight"], w["encoder.body.3.bias"], np.float64))
         k = min(NEIGHBORS, len(w["neighbors.x_bank"]) - 1)
-        near_x = _mean_neighbor_distance(g, x64, w["neighbors.x_bank"], k)
+        near_x, near_columns = _mean_neighbor_distance(g, x64, w["neighbors.x_bank"], k, pre.feature_fold())
         near_h = _mean_neighbor_distance(g, h64, w["neighbors.h_bank"], k)
+        g.op("Identity", near_columns, out="neighbor_errors")
+    else:
+        g.op("ConstantOfShape", g.op("Shape", errors), out="neighbor_errors",
+             value=helper.make_tensor("zero", F32, [1], [0.0]))
 
     # ---- calibration (ScoringGraph.calibrated)
     recon_raw = g.reduce("ReduceSum", errors, 1)
@@ -167,7 +171,7 @@ def build(state: "FittedState", weights: dict[str, np.ndarray], *, opset: int = 
     g.op("Identity", errors, out="feature_errors")
 
     n_columns = n_num + len(widths)
-    outputs = [helper.make_tensor_value_info(name, F32, ["batch", n_columns] if name == "feature_errors"
+    outputs = [helper.make_tensor_value_info(name, F32, ["batch", n_columns] if name.endswith("_errors")
                                              else ["batch"]) for name in OUTPUTS]
     graph = helper.make_graph(g.nodes, "aaedetect_scoring", inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -246,8 +250,10 @@ def _prior_log_prob(g: _Builder, spec: str, latent_dim: int, z: str, weights) ->
     return g.op("Sub", g.reduce("ReduceLogSumExp", log_comp, 1), g.const(math.log(k), np.float32))
 
 
-def _mean_neighbor_distance(g: _Builder, query64: str, bank: np.ndarray, k: int) -> str:
-    """aaedetect.neighbors.mean_neighbor_distance: (B,) float32, from float64 queries (B, F)."""
+def _mean_neighbor_distance(g: _Builder, query64: str, bank: np.ndarray, k: int,
+                            fold: np.ndarray | None = None):
+    """aaedetect.neighbors.mean_neighbor_distance: (B,) float32, from float64 queries (B, F); with
+    ``fold`` (F, C), also the per-column differences (B, C) float32 to the same nearest rows."""
     bank32 = np.asarray(bank, np.float32)
     bank_t = g.const(np.ascontiguousarray(bank32.T), np.float32, "bank_t")  # (F, M)
     bank_rows = g.const(bank32, np.float32, "bank")  # (M, F)
@@ -267,12 +273,24 @@ def _mean_neighbor_distance(g: _Builder, query64: str, bank: np.ndarray, k: int)
     cutoff = g.op("Mul", g.const(SAME_ROW_RELATIVE ** 2, np.float64),
                   g.op("Add", q_sq64, g.op("Gather", bank_sq64, candidates, axis=0)))
     exact = g.op("Where", g.op("LessOrEqual", exact, cutoff), g.const(0.0, np.float64), exact)
-    nearest, _ = g.op2("TopK", exact, g.const([k + 1], np.int64), axis=1, largest=0, sorted=1)
+    nearest, order = g.op2("TopK", exact, g.const([k + 1], np.int64), axis=1, largest=0, sorted=1)
     nearest = g.op("Sqrt", nearest)  # (B, k+1)
     self_match = g.op("Equal", g.reduce("ReduceSum", g.cols(nearest, 0, 1), 1), g.const(0.0, np.float64))
     skip_first = g.reduce("ReduceMean", g.cols(nearest, 1, k + 1), 1)
     keep_first = g.reduce("ReduceMean", g.cols(nearest, 0, k), 1)
-    return g.op("Cast", g.op("Where", self_match, skip_first, keep_first), to=F32)
+    distance = g.op("Cast", g.op("Where", self_match, skip_first, keep_first), to=F32)
+    if fold is None:
+        return distance
+    # The k chosen candidates as a (B, c) weight of 1/k each, then weights @ squares @ fold.
+    chosen = g.op("Where", g.op("Unsqueeze", self_match, g.const([1], np.int64)),
+                  g.cols(order, 1, k + 1), g.cols(order, 0, k))  # (B, k) of candidate slots
+    slots = g.op("Equal", g.op("Unsqueeze", chosen, g.const([2], np.int64)),
+                 g.const(np.arange(n_candidates), np.int64))  # (B, k, c)
+    weights = g.op("Div", g.reduce("ReduceSum", g.op("Cast", slots, to=F64), 1, keepdims=1),
+                   g.const(float(k), np.float64))  # (B, 1, c)
+    squares = g.op("MatMul", weights, g.op("Mul", diff, diff))  # (B, 1, F)
+    columns = g.op("MatMul", g.reduce("ReduceSum", squares, 1), g.const(fold, np.float64, "fold"))
+    return distance, g.op("Cast", columns, to=F32)
 
 
 def _z(g: _Builder, part, raw: str, out: str | None = None) -> str:

@@ -20,7 +20,7 @@ from .config import DEFAULT_CHUNK_ROWS, Options
 from .errors import DataError, SmallTableWarning
 from .tables import AtomicOutput, TableSource
 from .preprocess import InputReport
-from .scoring import SCORE_COLUMNS, FrameScorer
+from .scoring import EXPLAIN_COLUMNS, SCORE_COLUMNS, FrameScorer
 
 logger = logging.getLogger("aaedetect")
 
@@ -143,13 +143,15 @@ class ScoreSummary:
 
 def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], FrameScorer],
                output: str | os.PathLike = "-", *, sep: str = ",", chunk_rows: int = DEFAULT_CHUNK_ROWS,
-               label: str | None = None, progress: Callable[[int], None] | None = None) -> ScoreSummary:
+               label: str | None = None, progress: Callable[[int], None] | None = None,
+               explain: int = 0) -> ScoreSummary:
     """Score the table at ``data`` chunk by chunk into ``output`` (CSV, or Parquet by extension).
 
     ``scorer``: a scorer, or a function that makes one (called once input and output are known
     to be usable, so that a bad path fails before a model is loaded). The output appears only when
     every row has been scored. ``label``: a column of true 0/1 labels; the summary then holds
-    AUROC, AUPRC, precision and recall.
+    AUROC, AUPRC, precision and recall. ``explain=K``: also each row's K columns that contribute
+    most to its score (``top_columns``, ``top_shares``).
     """
     started = time.perf_counter()
     summary = ScoreSummary()
@@ -160,13 +162,15 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
     with TableSource(data, sep=sep) as source, AtomicOutput(output) as out:
         if not isinstance(scorer, FrameScorer):
             scorer = scorer()
+        scorer.check_explain(explain)
         summary.output = out.name
         columns = None
         for chunk, first_line in source.chunks(chunk_rows=chunk_rows):
             columns = chunk.columns
             if label is not None and label not in chunk.columns:
                 raise DataError(f"{source.name}: no label column {label!r}")
-            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report)
+            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report,
+                                        explain=explain)
             out.write(scored)
             summary.rows += len(scored)
             summary.flagged += int(scored["is_anomaly"].sum())
@@ -180,7 +184,7 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
         if summary.rows == 0:
             # Header only: still write a header, with the score columns, so pipelines see the schema.
             header = list(columns if columns is not None else source.header)
-            out.write(pd.DataFrame(columns=[*header, *SCORE_COLUMNS]))
+            out.write(pd.DataFrame(columns=[*header, *SCORE_COLUMNS, *(EXPLAIN_COLUMNS if explain else ())]))
     if labels:
         summary.metrics = evaluate(np.concatenate(labels), np.concatenate(scores), np.concatenate(flags))
     summary.seconds = time.perf_counter() - started

@@ -178,6 +178,19 @@ class TabularPreprocessor:
         """The input columns the model needs, numeric first, in the order of the graph's inputs."""
         return [c.name for c in self.numeric] + [c.name for c in self.categorical]
 
+    def feature_fold(self) -> np.ndarray:
+        """(D, C) 0/1: which of :attr:`columns` each encoded feature belongs to (a numeric value,
+        its missing-value indicator, a category's one-hot slot), in the encoder's feature order:
+        numeric values, indicators, one-hot groups. Folds per-feature quantities back to the
+        user's columns."""
+        owner = list(range(len(self.numeric)))
+        owner += [j for j, c in enumerate(self.numeric) if c.indicator]
+        for j, c in enumerate(self.categorical):
+            owner += [len(self.numeric) + j] * c.width
+        fold = np.zeros((len(owner), len(self.columns)))
+        fold[np.arange(len(owner)), owner] = 1.0
+        return fold
+
     def transform(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2,
                   report: "InputReport | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """Arrays for the scoring graph: numeric float64 (N, n_num) and codes int64 (N, n_cat).

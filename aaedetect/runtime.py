@@ -19,14 +19,18 @@ from .artifacts import ModelDir
 from .config import DEVICES, SCORE_BATCH_ROWS
 from .errors import ModelFormatError, OptionError
 from .preprocess import TabularPreprocessor
-from .scoring import FrameScorer
+from .scoring import Calibration, FrameScorer
 
 logger = logging.getLogger("aaedetect")
 
 ONNX_FILE = "model.onnx"
 INPUT_NUMERIC = "numeric"
 INPUT_CATEGORICAL = "categorical"
-OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors")
+OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors",
+           "neighbor_errors")
+#: The outputs of graphs written before ``neighbor_errors`` was added: they score as before, and
+#: ``--explain`` asks for the graph to be written again (``aaedetect export`` does it).
+OUTPUTS_WITHOUT_EXPLAIN = OUTPUTS[:5]
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 #: Rows per onnxruntime call, by provider (see ``aaedetect.config.SCORE_BATCH_ROWS``).
@@ -99,7 +103,7 @@ def verify_graph(data: bytes, where: str) -> None:
                                f"({', '.join(odd) or 'local functions'}); refusing it")
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
-    if not set(inputs) <= {INPUT_NUMERIC, INPUT_CATEGORICAL} or outputs != list(OUTPUTS):
+    if not set(inputs) <= {INPUT_NUMERIC, INPUT_CATEGORICAL} or tuple(outputs) not in (OUTPUTS, OUTPUTS_WITHOUT_EXPLAIN):
         raise ModelFormatError(f"{where}: inputs {inputs} and outputs {outputs} are not those of an "
                                f"aaedetect scoring graph")
 
@@ -154,8 +158,8 @@ def run_session(session, numeric: np.ndarray | None, categorical: np.ndarray | N
         arrays[INPUT_CATEGORICAL] = np.ascontiguousarray(categorical, dtype=np.int64)
     n = len(next(iter(arrays.values())))
     widths = {o.name: o.shape[1] for o in session.get_outputs() if len(o.shape) == 2}
-    results = {name: np.empty((n, widths[name]) if name in widths else (n,), dtype=np.float32)
-               for name in OUTPUTS}
+    results = {o.name: np.empty((n, widths[o.name]) if o.name in widths else (n,), dtype=np.float32)
+               for o in session.get_outputs()}
     if n == 0:
         return results
     binding = session.io_binding()
@@ -191,6 +195,8 @@ class OnnxScorer(FrameScorer):
         try:
             self.preprocessor = TabularPreprocessor.from_dict(manifest["preprocessing"])
             self.threshold = float(manifest["threshold"])
+            self.calibration = Calibration.from_dict(manifest["calibration"])
+            self.calibration.check_columns(len(self.preprocessor.columns))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"{self.model_dir.path / 'manifest.json'}: malformed manifest "
                                    f"({type(exc).__name__}: {exc})") from None
@@ -214,7 +220,14 @@ class OnnxScorer(FrameScorer):
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         return run_session(self.session, numeric, categorical, batch_rows=self.batch_rows)
 
-    def score_table(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
+    def check_explain(self, explain: int) -> None:
+        super().check_explain(explain)
+        if explain and "neighbor_errors" not in {o.name for o in self.session.get_outputs()}:
+            raise OptionError(f"{self.model_dir.path / ONNX_FILE} was written before explanations; "
+                              f"write it again with 'aaedetect export -m {self.model_dir.path}'")
+
+    def score_table(self, df: pd.DataFrame, *, source: str = "data", explain: int = 0) -> pd.DataFrame:
         """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
-        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`)."""
-        return self.score_frame(df, source=source, first_line=None)
+        appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`); ``explain=K`` adds
+        ``top_columns`` and ``top_shares`` (see :meth:`FrameScorer.score_frame`)."""
+        return self.score_frame(df, source=source, first_line=None, explain=explain)

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from .config import PART_CAP
-from .errors import DataError
+from .errors import DataError, OptionError
 from .preprocess import InputReport, TabularPreprocessor
 
 SCORE_COLUMNS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly")
+#: Added after the score columns with ``explain=K`` (``--explain K``).
+EXPLAIN_COLUMNS = ("top_columns", "top_shares")
 #: The score parts that calibration turns into robust z-scores.
 CALIBRATED_PARTS = ("recon", "latent", "neighbor_x", "neighbor_h")
 #: Floor for a calibration scale (in log units): keeps a near-constant part from blowing up.
@@ -102,7 +104,8 @@ class PartCalibration:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Each score part's calibration and the weights that combine them (see :meth:`combine`)."""
+    """Each score part's calibration and the weights that combine them (see :meth:`combine`),
+    and each column's typical share of the per-column parts (see :func:`column_shares`)."""
 
     recon: PartCalibration
     latent: PartCalibration
@@ -110,24 +113,35 @@ class Calibration:
     neighbor_h: PartCalibration
     latent_weight: float
     neighbor_weight: float
+    #: Per model column, the median on held-out normal rows of its reconstruction error and of its
+    #: squared difference to the nearest reference rows; empty in models written before
+    #: explanations (their explanations then count every error from 0).
+    column_recon: tuple[float, ...] = ()
+    column_neighbor: tuple[float, ...] = ()
 
     @classmethod
     def fit(cls, recon_raw: np.ndarray, latent_raw: np.ndarray, *, latent_log: bool,
             latent_weight: float, neighbor_raw: tuple[np.ndarray, np.ndarray] | None = None,
-            neighbor_weight: float = 0.0) -> "Calibration":
+            neighbor_weight: float = 0.0,
+            column_raw: tuple[np.ndarray, np.ndarray] | None = None) -> "Calibration":
         """Calibrate on the raw parts of held-out normal rows, so that a typical normal row scores
         about 0, one unit is one robust standard deviation of normal rows, and the parts share
         one scale. ``latent_log``: the latent part is positive and skewed (-log D) rather than a
         log-density. ``neighbor_raw``: the distances in both neighbour spaces, or None for a
-        model without the neighbour part (its weight is then 0)."""
+        model without the neighbour part (its weight is then 0). ``column_raw``: the graph's
+        ``feature_errors`` and ``neighbor_errors`` (N, C) on those rows, for the explanations."""
         if neighbor_raw is None:
             unused = PartCalibration(log=True, offset=CALIBRATION_EPS)
             near_x = near_h = unused
             neighbor_weight = 0.0
         else:
             near_x, near_h = (PartCalibration.fit_distances(raw) for raw in neighbor_raw)
+        columns = {}
+        if column_raw is not None:
+            columns = {name: tuple(float(v) for v in np.median(np.asarray(raw, np.float64), axis=0))
+                       for name, raw in zip(("column_recon", "column_neighbor"), column_raw)}
         return cls(PartCalibration.fit(recon_raw, True), PartCalibration.fit(latent_raw, latent_log),
-                   near_x, near_h, float(latent_weight), float(neighbor_weight))
+                   near_x, near_h, float(latent_weight), float(neighbor_weight), **columns)
 
     @classmethod
     def identity(cls, latent_signal: str) -> "Calibration":
@@ -148,7 +162,8 @@ class Calibration:
                 + self.neighbor_weight * neighbor.clip(None, PART_CAP))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types (lists, not tuples), as the manifest reads back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
@@ -158,7 +173,83 @@ class Calibration:
         weights = {k: float(data[k]) for k in ("latent_weight", "neighbor_weight")}
         if not all(0.0 <= w <= 10.0 for w in weights.values()):
             raise ValueError(f"calibration weights {weights} out of range")
-        return cls(**{p: PartCalibration.from_dict(data[p]) for p in CALIBRATED_PARTS}, **weights)
+        columns = {}
+        for key in ("column_recon", "column_neighbor"):
+            values = data.get(key, [])
+            if not isinstance(values, (list, tuple)) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                    for v in values):
+                raise ValueError(f"calibration {key} is not a list of finite non-negative numbers")
+            columns[key] = tuple(float(v) for v in values)
+        return cls(**{p: PartCalibration.from_dict(data[p]) for p in CALIBRATED_PARTS}, **weights, **columns)
+
+    def check_columns(self, n_columns: int) -> None:
+        """ValueError unless the per-column medians are absent or one per model column."""
+        for key in ("column_recon", "column_neighbor"):
+            if len(getattr(self, key)) not in (0, n_columns):
+                raise ValueError(f"calibration {key} has {len(getattr(self, key))} values for "
+                                 f"{n_columns} columns")
+
+
+def _excess_shares(raw: np.ndarray, typical: tuple[float, ...]) -> np.ndarray:
+    """Each row's per-column values above the column's typical value (none when below), as shares
+    of the row's total (N, C). A row with no excess anywhere is shared by its values themselves;
+    a row of zeros equally."""
+    raw = np.maximum(np.asarray(raw, np.float64), 0.0)
+    excess = np.maximum(raw - np.asarray(typical, np.float64), 0.0) if len(typical) else raw
+    values = np.where(excess.sum(1, keepdims=True) > 0, excess, raw)
+    total = values.sum(1, keepdims=True)
+    return np.where(total > 0, values / np.where(total > 0, total, 1.0), 1.0 / raw.shape[1])
+
+
+def column_shares(outputs: dict[str, np.ndarray], calibration: Calibration) -> np.ndarray:
+    """How much each model column contributes to each row's ``anomaly_score``: (N, C) shares that
+    sum to 1 per row (the order of ``TabularPreprocessor.columns``).
+
+    Two score parts carry per-column information: the reconstruction part (the sum of the
+    columns' reconstruction errors, ``feature_errors``) and the neighbour part (the distance to
+    the nearest normal rows, whose square is the sum of the columns' squared differences,
+    ``neighbor_errors``). Within a part, a column's share is its value above what it typically
+    is on normal rows (the medians in the calibration), so a column that is always hard to
+    reconstruct does not top every explanation. The parts are then weighted by how much each
+    adds to the row's score above a typical normal row (their positive terms in
+    :meth:`Calibration.combine`); a row where neither adds anything weighs them equally. The
+    latent part says how unusual the row's code is, but not which column made it so: it takes
+    no share.
+    """
+    recon = np.asarray(outputs["recon_score"], np.float64)
+    shares = _excess_shares(outputs["feature_errors"], calibration.column_recon)
+    if calibration.neighbor_weight > 0:
+        neighbor = np.asarray(outputs["neighbor_score"], np.float64)
+        near = _excess_shares(outputs["neighbor_errors"], calibration.column_neighbor)
+        w_recon = np.maximum(recon, 0.0)
+        w_near = calibration.neighbor_weight * np.clip(neighbor, 0.0, PART_CAP)
+        total = w_recon + w_near
+        none = total <= 0
+        w_recon, w_near, total = (np.where(none, 1.0, w_recon), np.where(none, 1.0, w_near),
+                                  np.where(none, 2.0, total))
+        shares = (w_recon[:, None] * shares + w_near[:, None] * near) / total[:, None]
+    return shares
+
+
+#: Shares as text in the explanation columns: two decimals, from a table (fast on millions of rows).
+_SHARE_TEXT = np.array([f"{i / 100:.2f}" for i in range(101)], dtype=object)
+
+
+def explanation_columns(shares: np.ndarray, names, k: int) -> dict[str, np.ndarray]:
+    """``top_columns`` ("pressure_bar;site") and ``top_shares`` ("0.71;0.18"): each row's ``k``
+    columns with the largest shares, largest first (ties: the model's column order)."""
+    shares = np.asarray(shares, np.float64)
+    k = max(1, min(int(k), shares.shape[1]))
+    order = np.argsort(-shares, axis=1, kind="stable")[:, :k]  # (N, k)
+    names = np.asarray(list(names), dtype=object)
+    picked = np.take_along_axis(shares, order, axis=1)
+    texts = _SHARE_TEXT[np.clip(np.rint(picked * 100), 0, 100).astype(np.int64)]
+    top_columns, top_shares = names[order[:, 0]], texts[:, 0]
+    for j in range(1, k):
+        top_columns = top_columns + ";" + names[order[:, j]]
+        top_shares = top_shares + ";" + texts[:, j]
+    return {"top_columns": top_columns, "top_shares": top_shares}
 
 
 def threshold_for_fpr(scores: np.ndarray, fpr: float) -> float:
@@ -167,15 +258,17 @@ def threshold_for_fpr(scores: np.ndarray, fpr: float) -> float:
     return float(np.quantile(scores, 1.0 - fpr, method="higher"))
 
 
-def check_no_score_columns(columns, source: str) -> None:
-    clash = [c for c in SCORE_COLUMNS if c in set(columns)]
+def check_no_score_columns(columns, source: str, explain: int = 0) -> None:
+    clash = [c for c in (*SCORE_COLUMNS, *(EXPLAIN_COLUMNS if explain else ())) if c in set(columns)]
     if clash:
         raise DataError(f"{source}: already has a column {clash[0]!r}, which the scores would "
                         f"overwrite; rename or drop it (--exclude does not apply to output)")
 
 
-def output_frame(df: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: float) -> pd.DataFrame:
-    """Every input column, in order and untouched, followed by the score columns."""
+def output_frame(df: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: float,
+                 explained: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Every input column, in order and untouched, followed by the score columns (and the
+    explanation columns, when given)."""
     # Scores stay float32, as the graph computes them: CSV then shows no spurious digits.
     anomaly = np.asarray(outputs["anomaly_score"])
     scores = pd.DataFrame({
@@ -184,28 +277,51 @@ def output_frame(df: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: fl
         "latent_score": np.asarray(outputs["latent_score"]),
         "neighbor_score": np.asarray(outputs["neighbor_score"]),
         "is_anomaly": (anomaly > threshold).astype(np.int8),
+        **{name: pd.array(values, dtype="string") for name, values in (explained or {}).items()},
     }, index=df.index)
     return pd.concat([df, scores], axis=1)
 
 
 class FrameScorer:
-    """Table in, table out, for any engine: subclasses give ``preprocessor``, ``threshold`` and
-    ``run_arrays`` (the scoring graph on the two input arrays)."""
+    """Table in, table out, for any engine: subclasses give ``preprocessor``, ``threshold``,
+    ``calibration`` and ``run_arrays`` (the scoring graph on the two input arrays)."""
 
     preprocessor: TabularPreprocessor
     threshold: float
+    calibration: Calibration
 
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def check_explain(self, explain: int) -> None:
+        """OptionError unless ``explain`` is 0 or a positive number of columns this model can give."""
+        if isinstance(explain, bool) or not isinstance(explain, (int, np.integer)) or explain < 0:
+            raise OptionError(f"explain={explain!r}: must be a whole number of columns, 0 for none")
+
     def score_frame(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2,
-                    report: InputReport | None = None) -> pd.DataFrame:
-        """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly`` appended.
+                    report: InputReport | None = None, explain: int = 0) -> pd.DataFrame:
+        """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly`` appended,
+        and with ``explain=K`` also ``top_columns`` and ``top_shares``: the K model columns that
+        contribute most to each row's anomaly_score, and their shares (see :func:`column_shares`).
 
         ``source`` and ``first_line`` serve error messages (file name, line of the first row);
         ``report`` collects warnings over several calls (see ``TabularPreprocessor.transform``).
         """
-        check_no_score_columns(df.columns, source)
+        self.check_explain(explain)
+        check_no_score_columns(df.columns, source, explain)
         numeric, categorical = self.preprocessor.transform(df, source=source, first_line=first_line,
                                                            report=report)
-        return output_frame(df, self.run_arrays(numeric, categorical), self.threshold)
+        outputs = self.run_arrays(numeric, categorical)
+        explained = None
+        if explain:
+            explained = explanation_columns(column_shares(outputs, self.calibration),
+                                            self.preprocessor.columns, explain)
+        return output_frame(df, outputs, self.threshold, explained)
+
+    def explain_table(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
+        """Each row's shares of its anomaly_score by model column (rows sum to 1; see
+        :func:`column_shares`), as a table with ``df``'s index and the model's columns."""
+        self.check_explain(1)
+        numeric, categorical = self.preprocessor.transform(df, source=source, first_line=None)
+        shares = column_shares(self.run_arrays(numeric, categorical), self.calibration)
+        return pd.DataFrame(shares, index=df.index, columns=self.preprocessor.columns)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from aaedetect.artifacts import MANIFEST, sha256_bytes
 from aaedetect.config import DEVICES
 from aaedetect.errors import AAEDetectError, DataError, ModelFormatError, OptionError
-from aaedetect.scoring import SCORE_COLUMNS, check_no_score_columns
+from aaedetect.scoring import EXPLAIN_COLUMNS, SCORE_COLUMNS, check_no_score_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from aaedetect.preprocess import TabularPreprocessor
@@ -54,17 +54,20 @@ DEFAULT_SAMPLE_ROWS = 100_000
 _SCORERS: dict[tuple, Any] = {}
 
 
-def model_files(model_dir: str | os.PathLike) -> tuple[dict[str, bytes], str, "TabularPreprocessor"]:
+def model_files(model_dir: str | os.PathLike, *, explain: int = 0) -> tuple[dict[str, bytes], str,
+                                                                           "TabularPreprocessor"]:
     """({file name: bytes} of a checked model directory, sha256 of its manifest, the model's
     preprocessor: the columns it reads), on the driver.
 
     Raises the usual :class:`~aaedetect.errors.ModelFormatError` (or ``PathError``) when the
-    directory is missing, damaged or changed, and when onnxruntime cannot load its graph.
+    directory is missing, damaged or changed, and when onnxruntime cannot load its graph; and
+    :class:`~aaedetect.errors.OptionError` when its graph cannot give ``explain`` columns.
     """
     from aaedetect.runtime import OnnxScorer
 
     # Everything the executors will check, checked here first.
     scorer = OnnxScorer(model_dir, device="cpu")
+    scorer.check_explain(explain)
     model = scorer.model_dir  # its manifest and files, checked on the way in
     files = {name: model.read(name) for name in model.manifest["files"]}
     files[MANIFEST] = (model.path / MANIFEST).read_bytes()
@@ -98,9 +101,10 @@ def executor_scorer(files: dict[str, bytes], digest: str, *, device: str = "cpu"
 
 
 def score(df, model_dir: str | os.PathLike, *, device: str = "cpu", batch_rows: int | None = None,
-          threads: int | None = None):
+          threads: int | None = None, explain: int = 0):
     """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score`` (float) and
-    ``is_anomaly`` (tinyint) appended, computed on the executors.
+    ``is_anomaly`` (tinyint) appended, computed on the executors; ``explain=K`` adds
+    ``top_columns`` and ``top_shares`` (string), as ``aaedetect score --explain K`` does.
 
     Lazy, as Spark DataFrames are: the scores are computed when the result is written or
     collected. The model's columns are found by name (others pass through untouched); numeric
@@ -113,19 +117,20 @@ def score(df, model_dir: str | os.PathLike, *, device: str = "cpu", batch_rows: 
 
     if device not in DEVICES:
         raise OptionError(f"device {device!r} is not one of {', '.join(DEVICES)}")
-    files, digest, pre = model_files(model_dir)
+    files, digest, pre = model_files(model_dir, explain=explain)
     pre.check_columns(df.columns, "Spark DataFrame")
-    check_no_score_columns(df.columns, "Spark DataFrame")
+    check_no_score_columns(df.columns, "Spark DataFrame", explain)
     schema = T.StructType(list(df.schema.fields) + [
         T.StructField(name, T.FloatType() if SCORE_TYPES[name] == "float" else T.ByteType(), False)
-        for name in SCORE_COLUMNS])
+        for name in SCORE_COLUMNS] + [
+        T.StructField(name, T.StringType(), False) for name in (EXPLAIN_COLUMNS if explain else ())])
     shipped = _ship(df, files)
 
     def score_batches(batches: Iterator) -> Iterator:
         scorer = executor_scorer(_unship(shipped), digest, device=device, batch_rows=batch_rows,
                                  threads=threads)
         for batch in batches:
-            yield scorer.score_frame(batch, source="Spark partition", first_line=None)
+            yield scorer.score_frame(batch, source="Spark partition", first_line=None, explain=explain)
 
     return df.mapInPandas(score_batches, schema)
 
@@ -211,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     scoring.add_argument("--csv", action="store_true", help="write CSV part files instead of Parquet")
     scoring.add_argument("--force", action="store_true", help="replace OUT if it exists")
     scoring.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    scoring.add_argument("--explain", type=int, default=0, metavar="K",
+                         help="add top_columns and top_shares: each row's K main columns")
     fitting = commands.add_parser("fit", help="train on a seeded sample of DATA, write MODEL")
     fitting.add_argument("data")
     fitting.add_argument("-o", "--output", required=True)
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             fit(df, args.output, sample_rows=args.sample_rows, seed=args.seed, force=args.force)
             print(f"model in {args.output}", file=sys.stderr)
             return 0
-        scored = score(df, args.model, device=args.device)
+        scored = score(df, args.model, device=args.device, explain=args.explain)
         writer = scored.write.mode("overwrite" if args.force else "errorifexists")
         (writer.option("header", True).csv if args.csv else writer.parquet)(args.output)
         written = spark.read.parquet(args.output) if not args.csv else None

@@ -289,14 +289,20 @@ class _EpochBar:
 @click.option("--batch-rows", type=click.IntRange(min=1), default=None,
               help="Rows per onnxruntime call within a chunk.  [default: "
                    f"{SCORE_BATCH_ROWS['cpu']} on CPU, {SCORE_BATCH_ROWS['cuda']} on CUDA]")
+@click.option("--explain", type=click.IntRange(min=0), default=0, metavar="K",
+              help="Also name each row's K columns that contribute most to its anomaly_score: "
+                   "top_columns (\"pressure_bar;site\") and top_shares (\"0.71;0.18\").")
 @click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
 @common
-def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, sep, quiet):
+def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, explain, sep, quiet):
     """Score every row of DATA with the model in MODEL_DIR.
 
     The output holds every input column, in order and untouched, plus anomaly_score (higher = more
     anomalous), recon_score, latent_score, neighbor_score and is_anomaly (1 when anomaly_score is
-    above the model's threshold). Columns the model does not know pass through.
+    above the model's threshold). Columns the model does not know pass through. With --explain K,
+    top_columns and top_shares follow: the K model columns with the largest shares of the row's
+    score (from the reconstruction errors and the differences to the nearest normal rows, each
+    column counted above what is typical for it), largest first.
     """
     from aaedetect.engine import load_scorer
     from aaedetect.pipeline import score_file
@@ -311,7 +317,8 @@ def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows
     def scorer():
         return load_scorer(model_dir, engine=engine, device=device, batch_rows=batch_rows)
 
-    summary = score_file(data, scorer, output, sep=sep, chunk_rows=chunk_rows, label=label, progress=progress)
+    summary = score_file(data, scorer, output, sep=sep, chunk_rows=chunk_rows, label=label, progress=progress,
+                         explain=explain)
     if show:
         click.echo("", err=True)
     if not quiet:

@@ -206,7 +206,7 @@ def test_fit_then_score_the_same_table_leaves_each_row_out_of_its_neighbours(tab
     num, cat = (torch.from_numpy(a) for a in det.preprocessor_.transform(table))
     bank = det.graph_.neighbors
     with torch.no_grad():
-        _, _, near_x, near_h, _ = det.graph_.raw_parts(num, cat)
+        _, _, near_x, near_h, _, _ = det.graph_.raw_parts(num, cat)
         x = det.graph_.features(num, cat)
         in_bank = (x[:, None, :] == bank.x_bank[None]).all(2).any(1)  # the table's reference rows
         h = hidden64(det.graph_.aae.encoder.body, x[in_bank])

@@ -23,14 +23,15 @@ def test_graph_contract(model_dir, fitted):
     inputs = {i.name: i for i in model.graph.input}
     outputs = {o.name: o for o in model.graph.output}
     assert list(inputs) == ["numeric", "categorical"]
-    assert list(outputs) == ["anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors"]
+    assert list(outputs) == ["anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors",
+                             "neighbor_errors"]
     elem = onnx.TensorProto
     assert inputs["numeric"].type.tensor_type.elem_type == elem.DOUBLE
     assert inputs["categorical"].type.tensor_type.elem_type == elem.INT64
     assert all(o.type.tensor_type.elem_type == elem.FLOAT for o in outputs.values())
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
     assert dims(inputs["numeric"]) == ["batch", 4] and dims(inputs["categorical"]) == ["batch", 1]
-    assert dims(outputs["feature_errors"])[1] == 5
+    assert dims(outputs["feature_errors"])[1] == 5 and dims(outputs["neighbor_errors"])[1] == 5
     assert [d.dim_param for d in outputs["anomaly_score"].type.tensor_type.shape.dim] == ["batch"]
 
 
@@ -60,7 +61,8 @@ def test_extreme_and_missing_inputs_stay_finite_and_agree(fitted, model_dir):
 
 
 def test_parity_error_catches_nan_and_shape():
-    a = {k: np.ones(3, np.float32) for k in ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "feature_errors")}
+    a = {k: np.ones(3, np.float32) for k in ("anomaly_score", "recon_score", "latent_score", "neighbor_score",
+                                             "feature_errors", "neighbor_errors")}
     b = {**a, "recon_score": np.array([1, np.nan, 1], np.float32)}
     assert parity_error(a, b) == float("inf")
     assert parity_error(a, {**a, "feature_errors": np.ones(4, np.float32)}) == float("inf")

@@ -133,23 +133,23 @@ def test_scoring_graph_is_deterministic_and_calibrated(pre, table, signal):
     num, cat = torch.from_numpy(num), torch.from_numpy(cat)
     with torch.no_grad():
         x = fe(num, cat)
-        bank = N.Neighbors(x[::2], N.hidden64(aae.encoder.body, x[::2]))
+        bank = N.Neighbors(x[::2], N.hidden64(aae.encoder.body, x[::2]), pre.feature_fold())
     graph = M.ScoringGraph(fe, aae, signal, neighbors=bank).eval()
     with torch.no_grad():
-        recon_raw, latent_raw, near_x, near_h, _ = graph.raw_parts(num, cat)
+        recon_raw, latent_raw, near_x, near_h, _, _ = graph.raw_parts(num, cat)
     cal = Calibration.fit(recon_raw.numpy(), latent_raw.numpy(), latent_log=graph.latent_log,
                           latent_weight=0.25, neighbor_raw=(near_x.numpy(), near_h.numpy()),
                           neighbor_weight=2.0)
     graph = M.ScoringGraph(fe, aae, signal, cal, bank).eval()
     with torch.no_grad():
-        a1, r1, l1, n1, e1 = graph(num, cat)
+        a1, r1, l1, n1, e1, g1 = graph(num, cat)
         a2, *_ = graph(num, cat)
     assert torch.equal(a1, a2)
     # Calibrated on these rows: medians near 0.
     assert abs(r1.median().item()) < 0.05 and abs(l1.median().item()) < 0.05
     assert abs(n1.median().item()) < 0.3  # the mean of two z-scores, each with median 0
     torch.testing.assert_close(a1, r1 + 0.25 * l1.clamp(0, PART_CAP) + 2.0 * n1.clamp(max=PART_CAP))
-    assert e1.shape == (len(num), 5)
+    assert e1.shape == (len(num), 5) and g1.shape == (len(num), 5)
 
 
 def distances(query, bank, k):

@@ -73,6 +73,18 @@ def test_scores_equal_the_clis_and_the_schema_is_the_inputs_plus_the_scores(spar
                                rtol=0, atol=1e-6)
     np.testing.assert_array_equal(got["is_anomaly"].to_numpy(), want["is_anomaly"].to_numpy())
 
+    # --explain: the same columns as the CLI's, as strings
+    explained = aae_spark.score(df, model_dir, explain=2)
+    assert [f.name for f in explained.schema.fields][-2:] == ["top_columns", "top_shares"]
+    assert {f.dataType.simpleString() for f in explained.schema.fields[-2:]} == {"string"}
+    result = CliRunner().invoke(cli, ["score", str(data_csv), "-m", str(model_dir), "-o", str(cli_out),
+                                      "--explain", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    got = explained.toPandas().set_index("id").sort_index()
+    want = pq.read_table(cli_out).to_pandas().set_index("id").sort_index()
+    assert (got["top_columns"] == want["top_columns"]).all()
+    assert (got["top_shares"] == want["top_shares"]).all()
+
 
 def test_a_damaged_model_fails_on_the_driver(spark, model_dir, tmp_path, table):
     df = spark.createDataFrame(table.head(5))
