@@ -265,7 +265,8 @@ class _EpochBar:
             self._bar = click.progressbar(length=max_epochs, label="training", file=sys.stderr,
                                           show_pos=True, item_show_func=lambda r: r)
             self._bar.__enter__()
-        self._bar.update(1, f"val loss {record['val_loss']:.4f}")
+        val = record["validation_loss"]
+        self._bar.update(1, "val loss n/a" if val is None else f"val loss {val:.4f}")
 
     def __exit__(self, *exc):
         if self._bar is not None:
@@ -403,12 +404,54 @@ def describe(m: dict) -> str:
         f"training: {t['rows']:,} rows, {t['validation_rows']:,} held out; {t['epochs_run']} epochs, "
         f"best {t['best_epoch']} (val loss {t['best_val_loss']:.4g}); {t['seconds']}s on {t['device']}; "
         f"seed {m['seed']}",
+        *_history_lines(t, o),
         f"options: prior {o['prior']}, adv weight {o['adv_weight']}, latent weight {o['latent_weight']}, neighbor weight {o.get('neighbor_weight', 0)}, "
         f"lr {o['lr']}, batch {o['batch_size']}",
         f"threshold: {m['threshold']:.4f} (anomaly_score above it is flagged; fpr {o['fpr']} on held-out rows)",
         f"files: {', '.join(m['files'])}",
     ]
     return "\n".join(lines)
+
+
+#: ``aaedetect info`` shows at most this many epochs of the history (always the first, the best
+#: and the last).
+HISTORY_LINES = 6
+
+
+def _history_lines(t: dict, o: dict) -> list[str]:
+    """A few epochs of the training history: the first, best and last, and some in between."""
+    if t.get("history", []) == []:  # absent, or empty when such a model was loaded and saved again
+        return ["history: no per-epoch history (written by an older aaedetect)"]
+    try:
+        history = t["history"]
+        epochs = [r["epoch"] for r in history]
+        rolled_back = (f"; {_count(t['recoveries'], 'epoch')} rolled back after diverging, not recorded"
+                       if t.get("recoveries") else "")
+        # evenly spaced records from the first to the last, and the best one
+        last, spaced = len(history) - 1, HISTORY_LINES - 1
+        best = next((i for i, e in enumerate(epochs) if e == t.get("best_epoch")), None)
+        shown = sorted({round(k * last / (spaced - 1)) for k in range(spaced)} | ({best} - {None}))
+        generator = "mmd" if o.get("regularizer") == "mmd" else "generator"
+
+        def cell(value, form=".4g"):
+            return "n/a" if value is None else format(value, form)
+
+        lines = [f"history: {_count(len(history), 'epoch')} recorded ({len(shown)} shown; losses are "
+                 f"means over the epoch){rolled_back}",
+                 f"  {'epoch':>5}  {'recon':>9}  {generator:>9}  {'discrim.':>9}  {'disc acc':>8}  "
+                 f"{'val loss':>9}"]
+        for i in shown:
+            r = history[i]
+            lines.append(f"  {r['epoch']:>5}  {cell(r['recon_loss']):>9}  {cell(r['generator_loss']):>9}  "
+                         f"{cell(r['discriminator_loss']):>9}  {cell(r['discriminator_accuracy'], '.3f'):>8}  "
+                         f"{cell(r['validation_loss']):>9}" + ("  best" if i == best else ""))
+        return lines
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return ["history: malformed (see the problem below)"]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 if __name__ == "__main__":  # pragma: no cover
