@@ -264,6 +264,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self._check_fitted()
         return self.threshold_
 
+    @property
+    def fitted_fpr(self) -> float:
+        """The false-positive rate on held-out normal rows that ``threshold_`` was fitted for."""
+        self._check_fitted()
+        return self.options_.fpr
+
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         """The scoring graph on raw arrays, in batches: calibrated scores and per-column errors."""
         self._check_fitted()
