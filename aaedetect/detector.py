@@ -82,6 +82,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     or a 2-D array-like. The scikit-learn methods check columns as scikit-learn does (the same
     names in the same order as in ``fit``, or as many columns for arrays); :meth:`score_table`
     finds the model's columns by name and passes every other column through.
+
+    After ``fit`` (or ``load``), ``history_`` holds one dict per completed training epoch, in
+    order, with the keys of :data:`aaedetect.manifest.HISTORY_KEYS` (``epoch``, ``recon_loss``,
+    ``generator_loss``, ``discriminator_loss``, ``discriminator_accuracy``, ``validation_loss``);
+    ``pandas.DataFrame(detector.history_)`` makes it a table. It is saved in the model directory
+    (empty for models saved by aaedetect releases that did not record it).
     """
 
     def __sklearn_tags__(self):
@@ -134,7 +140,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             source: str = "data", first_line: int | None = None):
         """Train on ``X`` (normal rows: a DataFrame, or a 2-D array) and calibrate the scores.
 
-        ``y`` is ignored. ``progress(epoch, max_epochs, metrics)`` is called after each epoch.
+        ``y`` is ignored. ``progress(epoch, max_epochs, record)`` is called after each completed
+        epoch with its ``history_`` record.
         ``source`` names the data in error messages (the CLI gives the file name), and
         ``first_line`` is the file line of the first row (None: rows are counted from 1).
         Returns ``self``.
@@ -222,6 +229,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.net_config_ = state.network
         self.calibration_ = state.calibration
         self.training_ = state.training
+        #: One record per completed epoch (copies: editing them does not change what ``save`` writes).
+        self.history_ = [dict(record) for record in state.training.history]
         self.n_rows_ = {"train": state.training.rows, "validation": state.training.validation_rows}
         self.columns_ = state.input_columns
         self.n_features_in_ = len(state.input_columns)
@@ -261,6 +270,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
     def calibration(self) -> Calibration:
         self._check_fitted()
         return self.calibration_
+
+    @property
+    def fitted_fpr(self) -> float:
+        """The false-positive rate on held-out normal rows that ``threshold_`` was fitted for."""
+        self._check_fitted()
+        return self.options_.fpr
 
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         """The scoring graph on raw arrays, in batches: calibrated scores and per-column errors."""
@@ -507,6 +522,11 @@ def _batched(fn, numeric: np.ndarray, categorical: np.ndarray, device: torch.dev
 
 
 def _log_progress(epoch: int, max_epochs: int, record: dict) -> None:
-    logger.info("epoch %d/%d: recon %.4f, val %.4f, adv %.3f, disc %.3f", epoch, max_epochs,
-                record["recon"], record["val_loss"], record["adv"], record["disc"])
+    logger.info("epoch %d/%d: recon %s, val %s, generator %s, disc %s (accuracy %s)", epoch, max_epochs,
+                *(_number(record[k]) for k in ("recon_loss", "validation_loss", "generator_loss",
+                                               "discriminator_loss", "discriminator_accuracy")))
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 

@@ -18,9 +18,73 @@ from .preprocess import TabularPreprocessor
 from .scoring import Calibration
 
 
+#: The keys of each epoch's record, in order: ``TrainResult.history`` and the manifest's
+#: ``training.history`` (a list with one record per completed epoch). A contract: reports read it.
+#: ``epoch`` (int, from 1); the means over the epoch's steps of ``recon_loss`` (the generator's
+#: reconstruction loss), ``generator_loss`` (its regularizer term: the BCE of fooling the
+#: discriminator, or the MMD with ``regularizer="mmd"``) and ``discriminator_loss``;
+#: ``discriminator_accuracy`` (the share of the discriminator's decisions in its steps that were
+#: right: prior samples with logit > 0, codes with logit < 0); ``validation_loss`` (the held-out
+#: rows' reconstruction loss after the epoch). Numbers have 6 significant digits, and are None
+#: (null) where a value was not finite.
+HISTORY_KEYS = ("epoch", "recon_loss", "generator_loss", "discriminator_loss", "discriminator_accuracy",
+                "validation_loss")
+#: Significant digits kept of each number in the history.
+HISTORY_DIGITS = 6
+
+
+def epoch_record(epoch: int, **metrics: float | None) -> dict[str, Any]:
+    """One epoch's history record: ``metrics`` are the other :data:`HISTORY_KEYS`, rounded to
+    :data:`HISTORY_DIGITS` significant digits (None where not finite)."""
+    if set(metrics) != set(HISTORY_KEYS[1:]):
+        raise TypeError(f"an epoch record takes {', '.join(HISTORY_KEYS[1:])}; got {', '.join(metrics)}")
+    return {"epoch": int(epoch), **{k: _rounded(metrics[k]) for k in HISTORY_KEYS[1:]}}
+
+
+def _rounded(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{HISTORY_DIGITS}g}")
+
+
+def parse_history(value: Any, max_epochs: int) -> list[dict[str, Any]]:
+    """The history read from a (untrusted) manifest: a list of at most ``max_epochs`` records with
+    exactly :data:`HISTORY_KEYS`, epochs increasing within 1..max_epochs, numbers finite or None,
+    the discriminator's accuracy within [0, 1]. TypeError or ValueError naming the first problem."""
+    if not isinstance(value, list):
+        raise TypeError(f"history is a {type(value).__name__}, not a list")
+    if len(value) > max_epochs:
+        raise ValueError(f"history has {len(value)} records, more than max_epochs ({max_epochs})")
+    records, last = [], 0
+    for i, record in enumerate(value):
+        if not isinstance(record, dict):
+            raise TypeError(f"history[{i}] is a {type(record).__name__}, not a table")
+        if set(record) != set(HISTORY_KEYS):
+            raise ValueError(f"history[{i}] has the keys {sorted(record)}; expected exactly "
+                             f"{', '.join(HISTORY_KEYS)}")
+        epoch = record["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not last < epoch <= max_epochs:
+            raise ValueError(f"history[{i}]: epoch {epoch!r} is not an integer in {last + 1}..{max_epochs} "
+                             f"(epochs increase, up to max_epochs)")
+        parsed: dict[str, Any] = {"epoch": epoch}
+        for key in HISTORY_KEYS[1:]:
+            number = record[key]
+            if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                                       or not math.isfinite(number)):
+                raise ValueError(f"history[{i}] (epoch {epoch}): {key} {number!r} is not a finite number or null")
+            parsed[key] = None if number is None else float(number)
+        accuracy = parsed["discriminator_accuracy"]
+        if accuracy is not None and not 0.0 <= accuracy <= 1.0:
+            raise ValueError(f"history[{i}] (epoch {epoch}): discriminator_accuracy {accuracy!r} is not in [0, 1]")
+        records.append(parsed)
+        last = epoch
+    return records
+
+
 @dataclass
 class TrainResult:
-    """What happened in training: rows, epochs, the best epoch, recoveries from divergence."""
+    """What happened in training: rows, epochs, the best epoch, recoveries from divergence, and
+    the per-epoch :attr:`history`."""
 
     rows: int = 0
     validation_rows: int = 0
@@ -31,17 +95,21 @@ class TrainResult:
     stopped_early: bool = False
     recoveries: int = 0
     seconds: float = 0.0
-    #: Per-epoch metrics; kept in memory, not (yet) in the manifest.
-    history: list[dict] = field(default_factory=list)
+    #: One record per completed epoch, in order (see :data:`HISTORY_KEYS`). Epochs that diverged
+    #: and were rolled back have none: their numbers are missing (``recoveries`` counts them).
+    #: Empty for models written before aaedetect recorded it (their manifests have no history).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "history"}
         out["seconds"] = round(self.seconds, 3)
+        out["history"] = [{k: record[k] for k in HISTORY_KEYS} for record in self.history]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
-        """From ``to_dict``'s output; other keys (the device, versions) are left to the manifest."""
+        """From ``to_dict``'s output; other keys (the device, versions) are left to the manifest.
+        A manifest without ``history`` (written before it was recorded) gives an empty one."""
         if not isinstance(data, dict):
             raise TypeError("training is not a table")
         result = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name != "history"})
@@ -49,6 +117,7 @@ class TrainResult:
                   result.best_epoch, result.recoveries)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
             raise ValueError(f"training counts {counts} are not non-negative integers")
+        result.history = parse_history(data.get("history", []), result.max_epochs)
         return result
 
 

@@ -10,7 +10,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -150,14 +150,12 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
     ``scorer``: a scorer, or a function that makes one (called once input and output are known
     to be usable, so that a bad path fails before a model is loaded). The output appears only when
     every row has been scored. ``label``: a column of true 0/1 labels; the summary then holds
-    AUROC, AUPRC, precision and recall. ``explain=K``: also each row's K columns that contribute
-    most to its score (``top_columns``, ``top_shares``).
+    AUROC, AUPRC, precision, recall and F1 (see :func:`evaluate`). ``explain=K``: also each row's
+    K columns that contribute most to its score (``top_columns``, ``top_shares``).
     """
     started = time.perf_counter()
     summary = ScoreSummary()
-    labels: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    flags: list[np.ndarray] = []
+    tally = _Tally()
     report = InputReport()
     with TableSource(data, sep=sep) as source, AtomicOutput(output) as out:
         if not isinstance(scorer, FrameScorer):
@@ -165,19 +163,13 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
         scorer.check_explain(explain)
         summary.output = out.name
         columns = None
-        for chunk, first_line in source.chunks(chunk_rows=chunk_rows):
+        for chunk, scored, labels in _scored_chunks(source, scorer, chunk_rows, label, report, explain):
             columns = chunk.columns
-            if label is not None and label not in chunk.columns:
-                raise DataError(f"{source.name}: no label column {label!r}")
-            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report,
-                                        explain=explain)
             out.write(scored)
             summary.rows += len(scored)
             summary.flagged += int(scored["is_anomaly"].sum())
-            if label is not None:
-                labels.append(_labels(chunk[label], source.name, label))
-                scores.append(scored["anomaly_score"].to_numpy())
-                flags.append(scored["is_anomaly"].to_numpy())
+            if labels is not None:
+                tally.add(labels, scored)
             if progress is not None:
                 progress(summary.rows)
         report.log(source.name)
@@ -185,33 +177,121 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
             # Header only: still write a header, with the score columns, so pipelines see the schema.
             header = list(columns if columns is not None else source.header)
             out.write(pd.DataFrame(columns=[*header, *SCORE_COLUMNS, *(EXPLAIN_COLUMNS if explain else ())]))
-    if labels:
-        summary.metrics = evaluate(np.concatenate(labels), np.concatenate(scores), np.concatenate(flags))
+    if label is not None:
+        metrics = tally.metrics(scorer)
+        _warn_one_class(metrics, source.name, label, "AUROC and AUPRC are")
+        summary.metrics = _flat(metrics)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _labels(series: pd.Series, source: str, column: str) -> np.ndarray:
+@dataclass
+class EvaluationSummary:
+    """What :func:`evaluate_file` measured: ``metrics`` is :func:`aaedetect.metrics.label_metrics`'
+    dict (rows, anomalies, normal, auroc, auprc, model_threshold, best_threshold)."""
+
+    rows: int
+    seconds: float
+    metrics: dict[str, Any]
+
+
+def evaluate_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], FrameScorer], label: str, *,
+                  sep: str = ",", chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  progress: Callable[[int], None] | None = None) -> EvaluationSummary:
+    """Score the table at ``data`` chunk by chunk, as :func:`score_file` does but writing nothing,
+    and measure the scores against its column ``label`` of true 0/1 labels (1 = anomaly).
+
+    A file without rows is a :class:`DataError`; labels of one class only give None for AUROC,
+    AUPRC and the best threshold, with a warning.
+    """
+    started = time.perf_counter()
+    tally = _Tally()
+    report = InputReport()
+    with TableSource(data, sep=sep) as source:
+        if not isinstance(scorer, FrameScorer):
+            scorer = scorer()
+        for _, scored, labels in _scored_chunks(source, scorer, chunk_rows, label, report):
+            tally.add(labels, scored)
+            if progress is not None:
+                progress(tally.rows)
+        report.log(source.name)
+        if tally.rows == 0:
+            raise DataError(f"{source.name}: has a header but no rows; nothing to evaluate")
+    metrics = tally.metrics(scorer)
+    _warn_one_class(metrics, source.name, label, "AUROC, AUPRC and the best threshold are")
+    return EvaluationSummary(tally.rows, time.perf_counter() - started, metrics)
+
+
+def _scored_chunks(source: TableSource, scorer: FrameScorer, chunk_rows: int, label: str | None,
+                   report: InputReport, explain: int = 0
+                   ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]]:
+    """(chunk, its scored table, its labels or None without ``label``) for each chunk of
+    ``source``. The labels are checked before the chunk is scored."""
+    rows = 0
+    for chunk, first_line in source.chunks(chunk_rows=chunk_rows):
+        labels = None
+        if label is not None:
+            if label not in chunk.columns:
+                raise DataError(f"{source.name}: no label column {label!r}")
+            labels = _labels(chunk[label], source.name, label, first_line, rows)
+        scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report,
+                                    explain=explain)
+        rows += len(chunk)
+        yield chunk, scored, labels
+
+
+class _Tally:
+    """Labels, scores and flags gathered over chunks."""
+
+    def __init__(self):
+        self.rows = 0
+        self.labels, self.scores, self.flags = [np.zeros(0, np.int8)], [np.zeros(0)], [np.zeros(0, np.int8)]
+
+    def add(self, labels: np.ndarray, scored: pd.DataFrame) -> None:
+        self.labels.append(labels)
+        self.scores.append(scored["anomaly_score"].to_numpy(dtype=np.float64))
+        self.flags.append(scored["is_anomaly"].to_numpy())
+        self.rows += len(labels)
+
+    def metrics(self, scorer: FrameScorer) -> dict[str, Any]:
+        from .metrics import label_metrics
+
+        return label_metrics(np.concatenate(self.labels), np.concatenate(self.scores), scorer.threshold,
+                             is_anomaly=np.concatenate(self.flags), target_fpr=scorer.fitted_fpr)
+
+
+def _warn_one_class(metrics: dict[str, Any], source: str, label: str, undefined: str) -> None:
+    if metrics["rows"] and metrics["auroc"] is None:
+        only = "1 (anomaly)" if metrics["anomalies"] else "0 (normal)"
+        logger.warning("%s: label column %r holds only %s: %s undefined", source, label, only, undefined)
+
+
+def _labels(series: pd.Series, source: str, column: str, first_line: int | None = None,
+            rows_before: int = 0) -> np.ndarray:
+    """The 0/1 labels of one chunk; a DataError naming the first other value and where it is (its
+    file line, or for Parquet its row number counted over the whole file)."""
     values = pd.to_numeric(series, errors="coerce")
     bad = ~values.isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
+        where = f"line {first_line + i}" if first_line is not None else f"row {rows_before + i + 1}"
         raise DataError(f"{source}: label column {column!r} must hold 0 or 1; found "
-                        f"{series.iloc[i]!r}")
+                        f"{series.iloc[i]!r} ({where})")
     return values.to_numpy(dtype=np.int8)
 
 
 def evaluate(y_true: np.ndarray, anomaly_score: np.ndarray, is_anomaly: np.ndarray) -> dict[str, float]:
-    """AUROC and AUPRC of ``anomaly_score`` against 0/1 labels; precision and recall of the flags."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    """AUROC and AUPRC of ``anomaly_score`` against 0/1 labels; precision, recall and F1 of the
+    flags (``aaedetect score --label``'s summary): :func:`aaedetect.metrics.label_metrics`'
+    numbers, without those that are undefined."""
+    from .metrics import label_metrics
 
-    true_pos = int((y_true.astype(bool) & is_anomaly.astype(bool)).sum())
-    out: dict[str, float] = {"anomalies": int(y_true.sum())}
-    if 0 < y_true.sum() < len(y_true):
-        out["auroc"] = float(roc_auc_score(y_true, anomaly_score))
-        out["auprc"] = float(average_precision_score(y_true, anomaly_score))
-    if is_anomaly.sum():
-        out["precision"] = true_pos / int(is_anomaly.sum())
-    if y_true.sum():
-        out["recall"] = true_pos / int(y_true.sum())
-    return out
+    # the threshold is only reported, not used: the flags are given
+    return _flat(label_metrics(y_true, anomaly_score, np.nan, is_anomaly=is_anomaly))
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, float]:
+    at = metrics["model_threshold"]
+    out = {"anomalies": metrics["anomalies"], "auroc": metrics["auroc"], "auprc": metrics["auprc"],
+           "precision": at["precision"], "recall": at["recall"], "f1": at["f1"]}
+    return {k: v for k, v in out.items() if v is not None}

@@ -197,6 +197,9 @@ class OnnxScorer(FrameScorer):
             self.threshold = float(manifest["threshold"])
             self.calibration = Calibration.from_dict(manifest["calibration"])
             self.calibration.check_columns(len(self.preprocessor.columns))
+            self.fitted_fpr = float(manifest["options"]["fpr"])
+            if not 0.0 < self.fitted_fpr < 1.0:
+                raise ValueError(f"options fpr {self.fitted_fpr!r} is not in (0, 1)")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"{self.model_dir.path / 'manifest.json'}: malformed manifest "
                                    f"({type(exc).__name__}: {exc})") from None

@@ -284,11 +284,14 @@ def output_frame(df: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: fl
 
 class FrameScorer:
     """Table in, table out, for any engine: subclasses give ``preprocessor``, ``threshold``,
-    ``calibration`` and ``run_arrays`` (the scoring graph on the two input arrays)."""
+    ``calibration``, ``fitted_fpr`` and ``run_arrays`` (the scoring graph on the two input arrays)."""
 
     preprocessor: TabularPreprocessor
     threshold: float
     calibration: Calibration
+    #: The false-positive rate on held-out normal rows that ``threshold`` was fitted for (the
+    #: ``fpr`` option); None where unknown.
+    fitted_fpr: float | None = None
 
     def run_arrays(self, numeric: np.ndarray, categorical: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError

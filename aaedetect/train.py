@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .config import Options, epochs_for
 from .errors import TrainingError
-from .manifest import TrainResult
+from .manifest import TrainResult, epoch_record
 from .model import AAE, FeatureEncoder
 
 logger = logging.getLogger("aaedetect")
@@ -101,6 +101,12 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
               opts: Options, progress: Progress | None = None) -> TrainResult:
     """Train ``aae`` in place on encoded rows; leaves it holding the best validation state.
 
+    Each completed epoch appends a record to the result's ``history`` (keys:
+    :data:`aaedetect.manifest.HISTORY_KEYS`) and is passed to ``progress(epoch, max_epochs,
+    record)``. An epoch whose losses turn non-finite or explode is rolled back (the best state is
+    restored and the learning rates halved): it gets no record and no progress call, so its number
+    is missing from the history, and ``recoveries`` counts it.
+
     The caller seeds torch (``torch.manual_seed``) for reproducible runs.
     """
     device = x_train.device
@@ -123,8 +129,10 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
         epoch += 1
         aae.train()
         order = torch.randperm(n).to(device)
-        sums = {"recon": 0.0, "adv": 0.0, "disc": 0.0}
+        sums = {"recon": 0.0, "generator": 0.0, "disc": 0.0}
         steps = 0
+        # the discriminator's right decisions, kept on the device (no sync per step)
+        correct, decisions = torch.zeros((), dtype=torch.long, device=device), 0
         diverged = False
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
@@ -163,8 +171,10 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
                 diverged = True
                 break
             sums["recon"] += recon.item()
-            sums["adv"] += fooled.item()
+            sums["generator"] += fooled.item()
             sums["disc"] += loss_d.item()
+            correct += (d_real.detach() > 0).sum() + (d_fake.detach() < 0).sum()
+            decisions += d_real.numel() + d_fake.numel()
             steps += 1
 
         val = math.nan if diverged else validation_loss(aae, features, x_val)
@@ -187,7 +197,11 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
                     group["lr"] = rate
             continue
 
-        record = {"epoch": epoch, "val_loss": val, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        mean = {k: v / steps if steps else None for k, v in sums.items()}
+        record = epoch_record(epoch, recon_loss=mean["recon"], generator_loss=mean["generator"],
+                              discriminator_loss=mean["disc"],
+                              discriminator_accuracy=correct.item() / decisions if decisions else None,
+                              validation_loss=val)
         result.history.append(record)
         result.epochs_run = epoch
         if val < result.best_val_loss * (1 - MIN_RELATIVE_IMPROVEMENT) or result.best_epoch == 0:

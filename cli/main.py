@@ -265,11 +265,47 @@ class _EpochBar:
             self._bar = click.progressbar(length=max_epochs, label="training", file=sys.stderr,
                                           show_pos=True, item_show_func=lambda r: r)
             self._bar.__enter__()
-        self._bar.update(1, f"val loss {record['val_loss']:.4f}")
+        val = record["validation_loss"]
+        self._bar.update(1, "val loss n/a" if val is None else f"val loss {val:.4f}")
 
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+def scoring_options(func):
+    """The options of the commands that score a file (score, evaluate): engine, device, chunk and
+    batch sizes, CSV separator."""
+    for option in reversed((
+        click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True,
+                     help="onnx: score model.onnx with onnxruntime (fast start, no torch); torch: the "
+                          "PyTorch model."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="auto: an NVIDIA GPU when a working one is found, else CPU."),
+        click.option("--chunk-rows", type=click.IntRange(min=1), default=DEFAULT_CHUNK_ROWS, show_default=True,
+                     help="Rows read and scored at a time (bounds memory)."),
+        click.option("--batch-rows", type=click.IntRange(min=1), default=None,
+                     help="Rows per onnxruntime call within a chunk.  [default: "
+                          f"{SCORE_BATCH_ROWS['cpu']} on CPU, {SCORE_BATCH_ROWS['cuda']} on CUDA]"),
+        click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA."),
+    )):
+        func = option(func)
+    return func
+
+
+class _RowCounter:
+    """'scored N rows' on stderr while a file is scored, only when stderr is a terminal."""
+
+    def __init__(self, show: bool):
+        self.show = show
+
+    def __call__(self, rows: int) -> None:
+        if self.show:
+            click.echo(f"\rscored {rows:,} rows", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.show:
+            click.echo("", err=True)
 
 
 @main.command(epilog="Example: aaedetect score datasets/demo/telemetry_test.csv -m demo-model -o scored.csv")
@@ -278,21 +314,12 @@ class _EpochBar:
 @click.option("-o", "--output", default="-", show_default=True, metavar="OUT",
               help="Where to write: a .csv, .csv.gz or .parquet file, or '-' for CSV on stdout.")
 @click.option("--label", default=None, metavar="COL",
-              help="Column of true 0/1 labels: also report AUROC, AUPRC, precision and recall.")
-@click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True,
-              help="onnx: score model.onnx with onnxruntime (fast start, no torch); torch: the "
-                   "PyTorch model.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="auto: an NVIDIA GPU when a working one is found, else CPU.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=DEFAULT_CHUNK_ROWS, show_default=True,
-              help="Rows read and scored at a time (bounds memory).")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=None,
-              help="Rows per onnxruntime call within a chunk.  [default: "
-                   f"{SCORE_BATCH_ROWS['cpu']} on CPU, {SCORE_BATCH_ROWS['cuda']} on CUDA]")
+              help="Column of true 0/1 labels: also report AUROC, AUPRC, precision, recall and F1 "
+                   "(more with 'aaedetect evaluate').")
 @click.option("--explain", type=click.IntRange(min=0), default=0, metavar="K",
               help="Also name each row's K columns that contribute most to its anomaly_score: "
                    "top_columns (\"pressure_bar;site\") and top_shares (\"0.71;0.18\").")
-@click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
+@scoring_options
 @common
 def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows, explain, sep, quiet):
     """Score every row of DATA with the model in MODEL_DIR.
@@ -308,19 +335,14 @@ def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows
     from aaedetect.pipeline import score_file
 
     _setup_logging(quiet)
-    show = not quiet and sys.stderr.isatty()
-
-    def progress(rows: int) -> None:
-        if show:
-            click.echo(f"\rscored {rows:,} rows", err=True, nl=False)
+    progress = _RowCounter(not quiet and sys.stderr.isatty())
 
     def scorer():
         return load_scorer(model_dir, engine=engine, device=device, batch_rows=batch_rows)
 
     summary = score_file(data, scorer, output, sep=sep, chunk_rows=chunk_rows, label=label, progress=progress,
                          explain=explain)
-    if show:
-        click.echo("", err=True)
+    progress.done()
     if not quiet:
         share = summary.flagged / summary.rows if summary.rows else 0.0
         click.echo(f"scored {summary.rows:,} rows in {summary.seconds:.2f}s: {summary.flagged:,} flagged "
@@ -328,6 +350,92 @@ def score(data, model_dir, output, label, engine, device, chunk_rows, batch_rows
         if summary.metrics:
             parts = [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.metrics.items()]
             click.echo(f"against column {label!r}: " + ", ".join(parts), err=True)
+
+
+@main.command(epilog="Example: aaedetect evaluate datasets/demo/telemetry_test.csv -m demo-model --label label")
+@click.argument("data", metavar="DATA")
+@click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory from 'fit'.")
+@click.option("--label", required=True, metavar="COL",
+              help="Column of true labels: 1 for an anomaly, 0 for a normal row.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys above) instead of the text report.")
+@scoring_options
+@common
+def evaluate(data, model_dir, label, as_json, engine, device, chunk_rows, batch_rows, sep, quiet):
+    """Measure how well the model in MODEL_DIR finds the anomalies labelled in DATA.
+
+    DATA is scored as by 'aaedetect score' (chunk by chunk; nothing is written), and the scores
+    are compared with the 0/1 column --label: AUROC and AUPRC of anomaly_score; at the model's
+    threshold, precision, recall, F1, the confusion matrix and the false-positive rate on the rows
+    labelled normal (beside the rate the threshold was fitted for); the same at the threshold that
+    maximises F1. Labels of one class only leave AUROC, AUPRC and the best threshold undefined
+    (null, with a warning).
+
+    \b
+    --json prints one object with these keys:
+      data, model, label            what was evaluated
+      rows, anomalies, normal       row counts (anomalies: label 1)
+      auroc, auprc                  of anomaly_score; null with one class only
+      model_threshold               the model's flags (anomaly_score > threshold):
+        threshold, target_fpr         the threshold and the fpr it was fitted for
+        flagged, precision, recall, f1, fpr, tn, fp, fn, tp
+                                      fpr: flagged share of the normal rows
+      best_threshold                the threshold maximising F1 (anomaly_score >= threshold
+                                    flagged), with the same keys but target_fpr; null with one
+                                    class only
+    A rate whose denominator is 0 is null.
+    """
+    import json
+
+    from aaedetect.engine import load_scorer
+    from aaedetect.pipeline import evaluate_file
+
+    _setup_logging(quiet)
+    progress = _RowCounter(not quiet and sys.stderr.isatty())
+
+    def scorer():
+        return load_scorer(model_dir, engine=engine, device=device, batch_rows=batch_rows)
+
+    summary = evaluate_file(data, scorer, label, sep=sep, chunk_rows=chunk_rows, progress=progress)
+    progress.done()
+    report = {"data": str(data), "model": str(model_dir), "label": label, **summary.metrics}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        click.echo(evaluation_text(report))
+
+
+def evaluation_text(r: dict) -> str:
+    """``aaedetect evaluate``'s report for people: one aligned block."""
+    def number(value, form=".4f"):
+        return "n/a" if value is None else format(value, form)
+
+    one_class = r["auroc"] is None
+    why = f"n/a (column {r['label']!r} holds one class only)"
+    lines = [
+        f"evaluated {r['rows']:,} rows of {r['data']} against column {r['label']!r}: "
+        f"{r['anomalies']:,} anomalies ({r['anomalies'] / r['rows']:.1%}), {r['normal']:,} normal",
+        f"AUROC  {why if one_class else number(r['auroc'])}",
+        f"AUPRC  {why if one_class else number(r['auprc'])}",
+    ]
+    table = [["", "threshold", "precision", "recall", "F1", "FPR", "TN", "FP", "FN", "TP"]]
+    for name, key in (("model threshold", "model_threshold"), ("best F1", "best_threshold")):
+        at = r[key]
+        if at is None:
+            table.append([name, "n/a (needs both classes)"])
+            continue
+        table.append([name, number(at["threshold"]), *(number(at[k], ".3f") for k in ("precision", "recall", "f1")),
+                      number(at["fpr"]), *(f"{at[k]:,}" for k in ("tn", "fp", "fn", "tp"))])
+    full = [row for row in table if len(row) == len(table[0])]
+    widths = [max(len(row[i]) for row in full) for i in range(len(table[0]))]
+    for row in table:  # the first column left-aligned, numbers right-aligned
+        cells = [row[0].ljust(widths[0])] + ([c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+                                             if len(row) == len(table[0]) else row[1:])
+        lines.append("  ".join(cells).rstrip())
+    at = r["model_threshold"]
+    target = "" if at["target_fpr"] is None else f" (the threshold was fitted for {at['target_fpr']:g} on held-out rows)"
+    lines.append(f"false-positive rate on the rows labelled normal at the model's threshold: "
+                 f"{number(at['fpr'])}{target}")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -410,12 +518,54 @@ def describe(m: dict) -> str:
         f"training: {t['rows']:,} rows, {t['validation_rows']:,} held out; {t['epochs_run']} epochs, "
         f"best {t['best_epoch']} (val loss {t['best_val_loss']:.4g}); {t['seconds']}s on {t['device']}; "
         f"seed {m['seed']}",
+        *_history_lines(t, o),
         f"options: prior {o['prior']}, adv weight {o['adv_weight']}, latent weight {o['latent_weight']}, neighbor weight {o.get('neighbor_weight', 0)}, "
         f"lr {o['lr']}, batch {o['batch_size']}",
         f"threshold: {m['threshold']:.4f} (anomaly_score above it is flagged; fpr {o['fpr']} on held-out rows)",
         f"files: {', '.join(m['files'])}",
     ]
     return "\n".join(lines)
+
+
+#: ``aaedetect info`` shows at most this many epochs of the history (always the first, the best
+#: and the last).
+HISTORY_LINES = 6
+
+
+def _history_lines(t: dict, o: dict) -> list[str]:
+    """A few epochs of the training history: the first, best and last, and some in between."""
+    if t.get("history", []) == []:  # absent, or empty when such a model was loaded and saved again
+        return ["history: no per-epoch history (written by an older aaedetect)"]
+    try:
+        history = t["history"]
+        epochs = [r["epoch"] for r in history]
+        rolled_back = (f"; {_count(t['recoveries'], 'epoch')} rolled back after diverging, not recorded"
+                       if t.get("recoveries") else "")
+        # evenly spaced records from the first to the last, and the best one
+        last, spaced = len(history) - 1, HISTORY_LINES - 1
+        best = next((i for i, e in enumerate(epochs) if e == t.get("best_epoch")), None)
+        shown = sorted({round(k * last / (spaced - 1)) for k in range(spaced)} | ({best} - {None}))
+        generator = "mmd" if o.get("regularizer") == "mmd" else "generator"
+
+        def cell(value, form=".4g"):
+            return "n/a" if value is None else format(value, form)
+
+        lines = [f"history: {_count(len(history), 'epoch')} recorded ({len(shown)} shown; losses are "
+                 f"means over the epoch){rolled_back}",
+                 f"  {'epoch':>5}  {'recon':>9}  {generator:>9}  {'discrim.':>9}  {'disc acc':>8}  "
+                 f"{'val loss':>9}"]
+        for i in shown:
+            r = history[i]
+            lines.append(f"  {r['epoch']:>5}  {cell(r['recon_loss']):>9}  {cell(r['generator_loss']):>9}  "
+                         f"{cell(r['discriminator_loss']):>9}  {cell(r['discriminator_accuracy'], '.3f'):>8}  "
+                         f"{cell(r['validation_loss']):>9}" + ("  best" if i == best else ""))
+        return lines
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return ["history: malformed (see the problem below)"]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 if __name__ == "__main__":  # pragma: no cover

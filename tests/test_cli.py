@@ -42,7 +42,7 @@ def cli_model(tmp_path_factory):
 
 
 def test_help_explains_every_option():
-    for command in ([], ["fit"], ["score"], ["info"]):
+    for command in ([], ["fit"], ["score"], ["evaluate"], ["info"]):
         result = run(*command, "--help")
         assert result.exit_code == 0
         for param in (main.commands[command[0]].params if command else []):

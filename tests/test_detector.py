@@ -153,11 +153,14 @@ def test_a_loaded_model_remembers_everything_it_was_fitted_with(fitted, model_di
 
 
 def test_progress_callback(table):
+    from aaedetect.manifest import HISTORY_KEYS
+
     seen = []
-    AAEDetector(**FAST).fit(table, progress=lambda e, m, r: seen.append((e, m, sorted(r))))
+    det = AAEDetector(**FAST).fit(table, progress=lambda e, m, r: seen.append((e, m, dict(r))))
     assert [s[0] for s in seen] == list(range(1, len(seen) + 1))
     assert seen[0][1] == FAST["max_epochs"]
-    assert seen[0][2] == ["adv", "disc", "epoch", "recon", "val_loss"]
+    assert list(seen[0][2]) == list(HISTORY_KEYS)
+    assert [s[2] for s in seen] == det.history_  # each epoch's record, as the history keeps it
 
 
 def test_early_stopping_stops_before_max_epochs(table):
