@@ -84,25 +84,43 @@ def _inject(df: pd.DataFrame, kind: str, rng: np.random.Generator) -> pd.DataFra
     return df
 
 
-def make_telemetry(n_train: int = 5000, n_test: int = 2000, anomaly_share: float = 0.08,
-                   seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+def changed_columns(before: pd.DataFrame, after: pd.DataFrame) -> list[str]:
+    """Per row, the ``";"``-joined names of the columns of ``before`` whose value differs in
+    ``after`` (same rows, same index), in column order; a missing value equals a missing value."""
+    same = [(before[c] == after[c]) | (before[c].isna() & after[c].isna()) for c in before.columns]
+    changed = ~np.column_stack(same) if same else np.zeros((len(before), 0), bool)
+    names = np.asarray(before.columns, dtype=object)
+    return [";".join(names[row]) for row in changed]
+
+
+def make_telemetry(n_train: int = 5000, n_test: int = 2000, anomaly_share: float = 0.08, seed: int = 7,
+                   *, broken_columns: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A machine-telemetry table: ``(train, test)``, deterministic for a given seed.
 
     ``train`` holds normal readings only. ``test`` holds normal readings and, mixed in, a share
     ``anomaly_share`` of anomalies of the kinds in ``ANOMALY_KINDS``, with columns ``label``
     (1 = anomaly) and ``anomaly_kind``. Both start with a ``reading_id`` column (an identifier that
     ``fit`` leaves out by itself).
+
+    ``broken_columns``: add a ``broken_columns`` column to ``test``, the ``";"``-joined names of
+    the columns that the injection actually changed in that row (``""`` for normal rows). The rows
+    are the same either way: the flag draws no random numbers.
     """
     rng = np.random.default_rng(seed)
     train = _normal_rows(n_train, rng)
     n_anom = int(round(anomaly_share * n_test))
     test = _normal_rows(n_test - n_anom, rng)
     test["label"], test["anomaly_kind"] = 0, "none"
+    if broken_columns:
+        test["broken_columns"] = ""
     pieces = [test]
     for k, part in enumerate(np.array_split(np.arange(n_anom), len(ANOMALY_KINDS))):
         kind = ANOMALY_KINDS[k]
-        bad = _inject(_normal_rows(len(part), rng), kind, rng)
+        clean = _normal_rows(len(part), rng)
+        bad = _inject(clean, kind, rng)
         bad["label"], bad["anomaly_kind"] = 1, kind
+        if broken_columns:
+            bad["broken_columns"] = changed_columns(clean, bad[clean.columns])
         pieces.append(bad)
     test = pd.concat(pieces, ignore_index=True)
     test = test.iloc[rng.permutation(len(test))].reset_index(drop=True)
