@@ -139,10 +139,23 @@ def explain(case: Case, seed: int, epochs: int | None) -> pd.DataFrame:
                 raise
             raise SystemExit("error: this aaedetect cannot explain scores yet "
                              "(OnnxScorer.score_table(df, explain=K))") from None
+    check_explanations(scored, case)
+    return scored
+
+
+def check_explanations(scored: pd.DataFrame, case: Case) -> None:
+    """Stop when the scored table breaks the contract: ``top_columns`` and ``top_shares`` present,
+    at most ``EXPLAIN`` names per row, each an original column of the training table."""
     missing = [c for c in ("top_columns", "top_shares") if c not in scored.columns]
     if missing:
         raise SystemExit(f"error: score_table(explain={EXPLAIN}) returned no {', '.join(missing)}")
-    return scored
+    lists = [names(cell) for cell in scored["top_columns"]]
+    unknown = sorted({n for row in lists for n in row} - set(case.train.columns))
+    if unknown:
+        raise SystemExit(f"error: {case.name}: top_columns names {', '.join(unknown[:5])}, not "
+                         f"columns of the training table")
+    if max(map(len, lists), default=0) > EXPLAIN:
+        raise SystemExit(f"error: {case.name}: top_columns holds more than {EXPLAIN} names")
 
 
 def names(cell) -> list[str]:

@@ -123,6 +123,18 @@ def test_main_reports_per_dataset_and_the_goals(monkeypatch, tmp_path, capsys):
     assert len(saved["results"]) == 2 * (4 + 5)  # seeds x (3 kinds + overall, 4 kinds + overall)
 
 
+def test_explanations_that_break_the_contract_are_refused():
+    case = bench.load_breaks()
+    good = case.test.assign(top_columns=np.where(case.kinds == "none", "", "mode;co2_ppm"),
+                            top_shares="0.50;0.20")
+    bench.check_explanations(good, case)
+    for bad, message in [(good.drop(columns="top_shares"), "returned no top_shares"),
+                         (good.assign(top_columns="mode=heating;co2_ppm"), "names mode=heating, not"),
+                         (good.assign(top_columns="mode;co2_ppm;building"), "more than 2 names")]:
+        with pytest.raises(SystemExit, match=message):
+            bench.check_explanations(bad, case)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--datasets", "mnist"], "--datasets"),
     (["--seeds", "a,b"], "--seeds"),
