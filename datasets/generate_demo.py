@@ -1,6 +1,9 @@
 """Write the demo telemetry files committed in datasets/demo/ (deterministic: same seed, same rows).
 
-    python datasets/generate_demo.py [--out datasets/demo] [--seed 7]
+    python datasets/generate_demo.py [--out datasets/demo] [--seed 7] [--broken-columns]
+
+``--broken-columns`` adds the test file's ``broken_columns`` column (the columns each anomaly
+changed); the committed files are written without it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train-rows", type=int, default=5000)
     parser.add_argument("--test-rows", type=int, default=2000)
+    parser.add_argument("--broken-columns", action="store_true",
+                        help="add a broken_columns column to the test file")
     args = parser.parse_args()
-    train, test = make_telemetry(args.train_rows, args.test_rows, seed=args.seed)
+    train, test = make_telemetry(args.train_rows, args.test_rows, seed=args.seed,
+                                 broken_columns=args.broken_columns)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train.to_csv(out / "telemetry_train.csv", index=False)

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aaedetect.datasets import ANOMALY_KINDS, SKLEARN_TABLES, load_sklearn_anomaly, make_telemetry
+from aaedetect.datasets import (ANOMALY_KINDS, SKLEARN_TABLES, changed_columns, load_sklearn_anomaly,
+                                make_telemetry)
 from conftest import DEMO
 
 
@@ -34,6 +35,39 @@ def test_committed_demo_files():
     assert len(train) == 5000 and len(test) == 2000
     assert list(test.columns) == list(train.columns) + ["label", "anomaly_kind"]
     assert test["label"].mean() == pytest.approx(0.08)
+
+
+def test_committed_demo_files_are_what_the_generator_writes_by_default():
+    """datasets/demo/ is written by datasets/generate_demo.py with its defaults, byte for byte."""
+    train, test = make_telemetry()
+    assert train.to_csv(index=False) == (DEMO / "telemetry_train.csv").read_text()
+    assert test.to_csv(index=False) == (DEMO / "telemetry_test.csv").read_text()
+
+
+def test_broken_columns_name_what_each_kind_of_anomaly_changes():
+    train, test = make_telemetry(broken_columns=True)
+    plain_train, plain_test = make_telemetry()
+    pd.testing.assert_frame_equal(train, plain_train)  # the flag draws no random numbers
+    pd.testing.assert_frame_equal(test.drop(columns="broken_columns"), plain_test)
+    assert test.columns[-1] == "broken_columns"
+    assert (test.loc[test["label"] == 0, "broken_columns"] == "").all()
+    seen = test[test["label"] == 1].groupby("anomaly_kind")["broken_columns"].unique()
+    assert set(seen["out_of_range"]) == {"temperature_c", "vibration_mm_s", "oil_quality"}
+    assert set(seen["broken_correlation"]) == {"load_pct", "rpm;power_kw"}
+    # Pressure is set only where the machine type has none; site only where it was not "north".
+    rare = test[test["anomaly_kind"] == "rare_combination"]
+    no_pressure = rare["machine_type"].isin(["fan", "turbine"])
+    assert (rare.loc[no_pressure, "broken_columns"] == "firmware;pressure_bar").all()
+    assert (rare.loc[~no_pressure, "broken_columns"] == "firmware").all()
+    assert no_pressure.any() and (~no_pressure).any()
+    assert set(seen["wrong_site_climate"]) == {"site;ambient_c;temperature_c", "ambient_c;temperature_c"}
+
+
+def test_changed_columns():
+    before = pd.DataFrame({"a": [1.0, np.nan, np.nan, 4.0], "b": ["x", "y", None, "z"], "c": [1, 2, 3, 4]})
+    after = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.5], "b": ["x", "q", None, "w"], "c": [1, 2, 3, 4]})
+    assert changed_columns(before, after) == ["", "b", "a", "a;b"]
+    assert changed_columns(before.iloc[:0], after.iloc[:0]) == []
 
 
 @pytest.mark.parametrize("name", SKLEARN_TABLES)
