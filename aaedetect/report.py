@@ -31,6 +31,7 @@ import pandas as pd
 
 from .config import DEFAULT_CHUNK_ROWS, SCORE_BATCH_ROWS
 from .errors import DataError, ModelFormatError, OptionError
+from .pipeline import _labels, evaluate  # the label check and metrics of `score --label`
 from .preprocess import InputReport
 from .tables import AtomicOutput, TableSource
 
@@ -202,12 +203,6 @@ def _chunks(source: TableSource, max_rows: int | None, seed: int, chunk_rows: in
         yield chunk.reset_index(drop=True), where, None, chunk.index.to_numpy()
 
 
-def _labels(series: pd.Series, source: str, column: str) -> np.ndarray:
-    from .pipeline import _labels as labels  # the check `score --label` makes
-
-    return labels(series, source, column)
-
-
 def latent_codes(detector, rows: pd.DataFrame, prior_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(the encoder's mean code of each row (N, L), ``prior_rows`` seeded samples of the prior (P, L)).
 
@@ -300,7 +295,8 @@ def training_figure(history: dict[str, np.ndarray], best_epoch: int):
     fig, (loss, gen, disc, acc) = _figure(10, 6.4, 2, 2)
     epoch = history["epoch"]
     panels = (
-        (loss, "reconstruction", [("recon_loss", "training", NORMAL), ("validation_loss", "validation", ANOMALY)]),
+        (loss, "reconstruction", [("recon_loss", "training", NORMAL),
+                                  ("validation_loss", "validation", ANOMALY)]),
         (gen, "generator (encoder) adversarial loss", [("generator_loss", None, NORMAL)]),
         (disc, "discriminator loss", [("discriminator_loss", None, NORMAL)]),
         (acc, "discriminator accuracy", [("discriminator_accuracy", None, NORMAL)]),
@@ -308,7 +304,8 @@ def training_figure(history: dict[str, np.ndarray], best_epoch: int):
     for ax, title, lines in panels:
         for key, name, colour in lines:
             ax.plot(epoch, history[key], color=colour, marker="o", markersize=3, linewidth=1.5, label=name)
-        ax.axvline(best_epoch, color=THRESHOLD, linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.axvline(best_epoch, color=THRESHOLD, linestyle="--", linewidth=1,
+                   label=f"best epoch ({best_epoch})")
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("epoch")
     acc.axhline(0.5, color=PRIOR, linewidth=1, linestyle=":", label="chance (0.5)")
@@ -345,8 +342,9 @@ def score_figure(scores: np.ndarray, threshold: float, labels: np.ndarray | None
 
 def project_2d(codes: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """(codes, prior samples, how) in two dimensions, both through the same map: the coordinates
-    themselves when the code has two (one, with a random second axis), else the first two principal axes of the prior
-    samples and the codes pooled in equal numbers (the directions where either spreads most)."""
+    themselves when the code has two (one, with a random second axis), else the first two
+    principal axes of the prior samples and the codes pooled in equal numbers (the directions
+    where either spreads most)."""
     latent = prior.shape[1]
     if latent == 2:
         return codes, prior, "the latent code's two coordinates"
@@ -372,7 +370,8 @@ def latent_figure(codes: np.ndarray, prior: np.ndarray, labels: np.ndarray | Non
     codes2, prior2, how = project_2d(codes, prior)
     fig, (ax, marg) = _figure(10, 4.8, 1, 2)
     dot = dict(s=5, linewidths=0, rasterized=True)
-    ax.scatter(prior2[:, 0], prior2[:, 1], color=PRIOR, alpha=0.35, label=f"prior samples ({len(prior2):,})", **dot)
+    ax.scatter(prior2[:, 0], prior2[:, 1], color=PRIOR, alpha=0.35,
+               label=f"prior samples ({len(prior2):,})", **dot)
     for name, mask, colour in _groups(labels, len(codes2)):
         ax.scatter(codes2[mask, 0], codes2[mask, 1], color=colour, alpha=0.55,
                    label=f"{name} codes ({int(mask.sum()):,})", **dot)
@@ -415,7 +414,8 @@ def parts_figure(parts: dict[str, np.ndarray], flagged: np.ndarray, labels: np.n
         else:
             groups = _groups(labels, len(x))
         for name, mask, colour in groups:
-            ax.scatter(x[mask], y[mask], color=colour, alpha=0.5, label=f"{name} ({int(mask.sum()):,})", **dot)
+            ax.scatter(x[mask], y[mask], color=colour, alpha=0.5,
+                       label=f"{name} ({int(mask.sum()):,})", **dot)
         if labels is not None and flagged.any():
             ax.scatter(x[flagged], y[flagged], facecolors="none", edgecolors=THRESHOLD, s=22,
                        linewidths=0.6, rasterized=True, label=f"flagged ({int(flagged.sum()):,})")
@@ -462,7 +462,8 @@ def curves_figure(labels: np.ndarray, scores: np.ndarray):
     roc.set_xlabel("false-positive rate")
     roc.set_ylabel("true-positive rate (recall)")
     pr.plot(*_thin(recall, precision), color=ANOMALY, linewidth=1.8, drawstyle="steps-post")
-    pr.axhline(labels.mean(), color=PRIOR, linestyle=":", linewidth=1, label=f"share of anomalies ({labels.mean():.3f})")
+    pr.axhline(labels.mean(), color=PRIOR, linestyle=":", linewidth=1,
+               label=f"share of anomalies ({labels.mean():.3f})")
     pr.set_title(f"precision-recall: AUPRC {average_precision_score(labels, scores):.3f}", fontsize=11)
     pr.set_xlabel("recall")
     pr.set_ylabel("precision")
@@ -500,7 +501,8 @@ table { border-collapse: collapse; font-size: 13.5px; margin: 6px 0 12px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #eaeaea; text-align: left; vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.values { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12px; color: #444; }
+td.values { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12px;
+            color: #444; }
 .facts { display: flex; gap: 40px; flex-wrap: wrap; }
 .facts table th { background: none; font-weight: 500; color: #57606a; white-space: nowrap; }
 .anomaly { color: #d1495b; font-weight: 600; }
@@ -739,7 +741,6 @@ def write_report(data: str | os.PathLike, model_dir: str | os.PathLike, output: 
     require_matplotlib()
     from .artifacts import MANIFEST, ModelDir
     from .engine import load_scorer
-    from .pipeline import evaluate
 
     if top < 1:
         raise OptionError(f"--top {top}: must be at least 1")

@@ -353,10 +353,9 @@ def report(data, model_dir, output, label, max_rows, top, seed, device, sep, qui
     ROC and precision-recall curves (with --label), and the rows with the highest scores.
     Needs matplotlib: pip install 'aaedetect[report]'.
     """
-    from aaedetect.report import require_matplotlib, write_report
+    from aaedetect.report import write_report
 
     _setup_logging(quiet)
-    require_matplotlib()
     show = not quiet and sys.stderr.isatty()
 
     def progress(rows: int) -> None:

@@ -277,3 +277,11 @@ def test_top_table_shows_explanations_when_the_scorer_gives_them():
     assert row[0] == "6" and row[5] == "kind; a" and row[6] == "0.71; 0.18"
     assert row[7].startswith("kind=<red> · a=1.5")  # explained columns first, escaped in the HTML
     assert "&lt;red&gt;" in table
+
+
+def test_help_explains_every_option():
+    result = run("report", "--help")
+    assert result.exit_code == 0
+    for param in main.commands["report"].params:
+        if param.param_type_name == "option":
+            assert param.help and all(o in result.output for o in param.opts if o.startswith("--"))
