@@ -445,7 +445,7 @@ def _symlog(ax, which: str, values: np.ndarray) -> None:
     axis = getattr(ax, f"{which}axis")
     axis.set_major_locator(FixedLocator(shown))
     axis.set_minor_locator(NullLocator())
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}".replace("-", "\u2212")))
 
 
 def curves_figure(labels: np.ndarray, scores: np.ndarray):
