@@ -117,8 +117,26 @@ def load_demo(root: Path = ROOT) -> Case:
 LOADERS = {"breaks": load_breaks, "demo": load_demo}
 
 
-def explain(case: Case, seed: int, epochs: int | None) -> pd.DataFrame:
-    """Fit on ``case.train``, save, and score ``case.test`` with explanations through ONNX."""
+#: What the shares are computed from (``--attribution``): ``both`` is aaedetect's (the
+#: reconstruction and the neighbour part, each column above its typical value); the others are
+#: ablations of the same model: reconstruction errors only, above their typical values, and
+#: reconstruction errors as they are (ranking the graph's ``feature_errors``).
+ATTRIBUTIONS = ("both", "recon", "recon-raw")
+
+
+def attributed(calibration, attribution: str):
+    """The calibration that makes ``column_shares`` use only what ``attribution`` names."""
+    from dataclasses import replace
+
+    if attribution == "both":
+        return calibration
+    calibration = replace(calibration, neighbor_weight=0.0)
+    return calibration if attribution == "recon" else replace(calibration, column_recon=())
+
+
+def explain(case: Case, seed: int, epochs: int | None, attributions=("both",)) -> dict[str, pd.DataFrame]:
+    """Fit on ``case.train``, save, and score ``case.test`` with explanations through ONNX, once
+    per attribution (the same model)."""
     from aaedetect import AAEDetector
     from aaedetect.runtime import OnnxScorer
 
@@ -132,15 +150,13 @@ def explain(case: Case, seed: int, epochs: int | None) -> pd.DataFrame:
         if len(used) != case.n_columns:  # the chance baseline assumes n_columns
             print(f"note: {case.name}: the model uses {len(used)} columns, not {case.n_columns}",
                   file=sys.stderr)
-        try:
-            scored = scorer.score_table(case.test, explain=EXPLAIN)
-        except TypeError as exc:
-            if "explain" not in str(exc):
-                raise
-            raise SystemExit("error: this aaedetect cannot explain scores yet "
-                             "(OnnxScorer.score_table(df, explain=K))") from None
-    check_explanations(scored, case)
-    return scored
+        fitted = scorer.calibration
+        out = {}
+        for attribution in attributions:
+            scorer.calibration = attributed(fitted, attribution)
+            out[attribution] = scorer.score_table(case.test, explain=EXPLAIN)
+            check_explanations(out[attribution], case)
+    return out
 
 
 def check_explanations(scored: pd.DataFrame, case: Case) -> None:
@@ -243,14 +259,15 @@ def run(args) -> list[dict]:
         for name in args.datasets:
             case = LOADERS[name]()
             for seed in args.seeds:
-                scored = explain(case, seed, args.epochs)
-                found = evaluate(case.kinds, case.broken, scored["top_columns"].to_numpy(),
-                                 scored["is_anomaly"].to_numpy(), case.n_columns, case.kind_order)
-                records += [{"dataset": name, "seed": seed, **r} for r in found]
-                overall = found[-1]
-                print(f"[{time.perf_counter() - started:7.1f}s] {name} seed={seed}: "
-                      f"{overall['rows']} broken rows, top-1 {overall['top1']:.3f}, "
-                      f"top-2 {overall['top2']:.3f}", file=sys.stderr, flush=True)
+                for attribution, scored in explain(case, seed, args.epochs, args.attribution).items():
+                    found = evaluate(case.kinds, case.broken, scored["top_columns"].to_numpy(),
+                                     scored["is_anomaly"].to_numpy(), case.n_columns, case.kind_order)
+                    label = name if attribution == "both" else f"{name}, attribution {attribution}"
+                    records += [{"dataset": label, "seed": seed, **r} for r in found]
+                    overall = found[-1]
+                    print(f"[{time.perf_counter() - started:7.1f}s] {label} seed={seed}: "
+                          f"{overall['rows']} broken rows, top-1 {overall['top1']:.3f}, "
+                          f"top-2 {overall['top2']:.3f}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("interrupted: reporting the results so far", file=sys.stderr)
     return records
@@ -276,8 +293,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="max_epochs of every fit (a quick run: 5) [default: aaedetect's]")
     p.add_argument("--datasets", default=",".join(DATASETS),
                    help="comma list from " + ", ".join(DATASETS) + " [default: all]")
+    p.add_argument("--attribution", default="both",
+                   help="comma list from " + ", ".join(ATTRIBUTIONS) + ": the shares from both parts "
+                        "(aaedetect's), or ablations from the reconstruction errors alone [default: both]")
     p.add_argument("--json", help="write every per-seed result, the summary and the settings here")
     args = p.parse_args(argv)
+    args.attribution = [a.strip() for a in args.attribution.split(",") if a.strip()]
+    if not args.attribution or set(args.attribution) - set(ATTRIBUTIONS):
+        p.error(f"--attribution: choose from {', '.join(ATTRIBUTIONS)}")
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:

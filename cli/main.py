@@ -438,6 +438,55 @@ def evaluation_text(r: dict) -> str:
     return "\n".join(lines)
 
 
+@main.command(epilog="Example: aaedetect report datasets/demo/telemetry_test.csv -m demo-model "
+                    "-o report.html --label label")
+@click.argument("data", metavar="DATA")
+@click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory from 'fit'.")
+@click.option("-o", "--output", required=True, metavar="FILE",
+              help="HTML file to write (atomically; '-' for stdout).")
+@click.option("--label", default=None, metavar="COL",
+              help="Column of true 0/1 labels: split the figures by label and add ROC and "
+                   "precision-recall curves.")
+@click.option("--max-rows", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Report on a seeded uniform sample of at most N rows (the --seed), read in "
+                   "chunks.  [default: every row]")
+@click.option("--top", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
+              help="Rows in the table of the highest scores.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the row samples drawn (the figures' rows, --max-rows) and of the "
+                   "prior's samples.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where to run the model (torch): auto is an NVIDIA GPU when a working one is "
+                   "found, else CPU.")
+@click.option("--sep", default=",", show_default=True, help="CSV field separator of DATA.")
+@common
+def report(data, model_dir, output, label, max_rows, top, seed, device, sep, quiet):
+    """Write an HTML report on the model in MODEL_DIR and the rows of DATA it scores.
+
+    One self-contained file (figures embedded, nothing fetched): the model and the data, the
+    training curves, the scores' histogram, the latent codes beside the prior, the score parts,
+    ROC and precision-recall curves (with --label), and the rows with the highest scores.
+    Needs matplotlib: pip install 'aaedetect[report]'.
+    """
+    from aaedetect.report import write_report
+
+    _setup_logging(quiet)
+    show = not quiet and sys.stderr.isatty()
+
+    def progress(rows: int) -> None:
+        if show:
+            click.echo(f"\rscored {rows:,} rows", err=True, nl=False)
+
+    summary = write_report(data, model_dir, output, label=label, sep=sep, max_rows=max_rows,
+                           seed=seed, top=top, device=device, progress=progress)
+    if show:
+        click.echo("", err=True)
+    if not quiet:
+        share = summary.flagged / summary.rows if summary.rows else 0.0
+        click.echo(f"scored {summary.rows:,} rows: {summary.flagged:,} flagged as anomalies "
+                   f"({share:.1%}); report: {summary.output}", err=True)
+
+
 @main.command()
 @click.option("-m", "--model", "model_dir", required=True, metavar="MODEL_DIR", help="Model directory.")
 @click.option("-o", "--output", default=None, metavar="FILE",

@@ -103,10 +103,10 @@ def test_demo_that_differs_from_the_generator_is_refused(tmp_path):
 
 def test_main_reports_per_dataset_and_the_goals(monkeypatch, tmp_path, capsys):
     """End to end with a stand-in explanation: right on spikes, wrong elsewhere."""
-    def explain(case, seed, epochs):
+    def explain(case, seed, epochs, attributions):
         top = np.where(case.kinds == "spike", case.broken, "nothing;nowhere")
-        assert seed in (0, 1) and epochs == 2
-        return case.test.assign(top_columns=top, top_shares="1.00", is_anomaly=case.kinds != "none")
+        assert seed in (0, 1) and epochs == 2 and attributions == ["both"]
+        return {"both": case.test.assign(top_columns=top, top_shares="1.00", is_anomaly=case.kinds != "none")}
 
     monkeypatch.setattr(bench, "explain", explain)
     out = tmp_path / "r.json"
@@ -121,6 +121,18 @@ def test_main_reports_per_dataset_and_the_goals(monkeypatch, tmp_path, capsys):
     assert goals[("breaks", "overall", "top2")]["mean"] == pytest.approx(67 / 200)  # the spikes only
     assert goals[("demo", "overall", "top2")]["mean"] == 0.0
     assert len(saved["results"]) == 2 * (4 + 5)  # seeds x (3 kinds + overall, 4 kinds + overall)
+
+
+def test_the_ablations_share_by_reconstruction_alone():
+    from aaedetect.scoring import PartCalibration, Calibration
+
+    part = PartCalibration()
+    cal = Calibration(part, part, part, part, 0.25, 2.0, column_recon=(1.0,), column_neighbor=(2.0,))
+    assert bench.attributed(cal, "both") is cal
+    assert bench.attributed(cal, "recon").neighbor_weight == 0 and bench.attributed(cal, "recon").column_recon
+    assert bench.attributed(cal, "recon-raw").column_recon == ()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--attribution", "gradients"])
 
 
 def test_explanations_that_break_the_contract_are_refused():
