@@ -36,9 +36,10 @@ def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: tor
     """Mean Euclidean distance (B,) from each query row (B, F) to its ``k`` nearest bank rows
     (M, F, float32; ``bank_sq`` (M,) their squared lengths in float64), leaving out one exact match.
 
-    Two steps: candidates by |q - b|^2 = |q|^2 - 2 q.b + |b|^2 in float32 (one matrix product, the
-    bulk of the work), then the exact distance to the ``NEIGHBOR_CANDIDATES * (k + 1)`` best
-    candidates in float64. Distances under ``SAME_ROW_RELATIVE`` of the vectors' length are 0.
+    Two steps: candidates by |b|^2 - 2 q.b in float32 (|q - b|^2 without |q|^2, which is the same
+    for every b of a row and so does not change its ranking: one matrix product with the lengths
+    added, the bulk of the work), then the exact distance to the ``NEIGHBOR_CANDIDATES * (k + 1)``
+    best candidates in float64. Distances under ``SAME_ROW_RELATIVE`` of the vectors' length are 0.
 
     Leaving out one exact match makes a row score the same whether or not it is itself among the
     reference rows (as PyOD's kNN does for its training scores): fit on a table and score that
@@ -51,9 +52,9 @@ def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: tor
     which columns keep a row away from its nearest normal rows (``--explain``).
     """
     q32 = query.float()
-    d2 = (q32 * q32).sum(1, keepdim=True) - 2.0 * q32 @ bank.T + (bank * bank).sum(1)  # (B, M)
+    rank = torch.addmm((bank * bank).sum(1), q32, bank.T, alpha=-2.0)  # (B, M): |q-b|^2 - |q|^2
     n_candidates = min(NEIGHBOR_CANDIDATES * (k + 1), bank.shape[0])
-    candidates = torch.topk(d2, n_candidates, dim=1, largest=False).indices  # (B, c)
+    candidates = torch.topk(rank, n_candidates, dim=1, largest=False).indices  # (B, c)
     q64 = query.double()
     diff = bank[candidates].double() - q64.unsqueeze(1)  # (B, c, F)
     exact = (diff * diff).sum(2)  # (B, c)
