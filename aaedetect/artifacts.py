@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFormatError, PathError
+from .errors import ModelFormatError, PathError, check_not_stopped
 
 FORMAT_NAME = "aaedetect-model"
 FORMAT_VERSION = 3
@@ -64,6 +64,7 @@ def write_model_dir(path: str | os.PathLike, manifest: dict[str, Any], files: di
             manifest["files"][name] = {"sha256": sha256_bytes(data), "bytes": len(data)}
         _write_synced(tmp / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
         os.chmod(tmp, 0o755)
+        check_not_stopped()
         _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

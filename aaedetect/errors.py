@@ -57,3 +57,28 @@ EXIT_CODES = {
     130: "interrupted (Ctrl-C / SIGINT)",
     143: "terminated (SIGTERM)",
 }
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (the CLI's SIGTERM): raised like Ctrl-C, so that temporary
+    files and directories are cleaned up and nothing is put in place."""
+
+
+#: Set when a stop was asked for (see :func:`request_stop`). A signal handler's exception can be
+#: lost: Python only prints an exception raised while a finalizer (``__del__``) runs, and goes on.
+#: So whatever puts a result in place (``AtomicOutput.commit``, ``write_model_dir``) checks this
+#: first, with :func:`check_not_stopped`, and a stop is never followed by a result.
+_STOP_REQUESTED = False
+
+
+def request_stop() -> None:
+    """Ask for a stop (from a signal handler), then raise :class:`Terminated`."""
+    global _STOP_REQUESTED
+    _STOP_REQUESTED = True
+    raise Terminated()
+
+
+def check_not_stopped() -> None:
+    """Raise :class:`Terminated` when a stop was asked for, even if its first exception was lost."""
+    if _STOP_REQUESTED:
+        raise Terminated()

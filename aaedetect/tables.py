@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .config import DEFAULT_CHUNK_ROWS
-from .errors import DataError, PathError
+from .errors import DataError, PathError, check_not_stopped
 
 STDIO = "-"
 _SNIFF_BYTES = 64 * 1024
@@ -345,6 +345,11 @@ class AtomicOutput:
             self._csv = None
 
     def commit(self) -> None:
+        try:
+            check_not_stopped()
+        except BaseException:
+            self.abort()
+            raise
         self._close()
         if self.path == STDIO:
             with open(self._tmp, "rb") as fh:

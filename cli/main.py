@@ -19,7 +19,8 @@ import click
 from aaedetect._version import __version__
 from aaedetect.config import (DEFAULT_CHUNK_ROWS, DEFAULT_OPSET, DEVICES, ENGINES, LATENT_SIGNALS,
                               PART_CAP, REGULARIZERS, SCALINGS, SCORE_BATCH_ROWS, defaults)
-from aaedetect.errors import EXIT_CODES, AAEDetectError, ModelFormatError
+from aaedetect.errors import (EXIT_CODES, AAEDetectError, ModelFormatError, Terminated, check_not_stopped,
+                              request_stop)
 
 D = defaults()
 logger = logging.getLogger("aaedetect")
@@ -33,6 +34,7 @@ class Group(click.Group):
         previous = _on_sigterm()
         try:
             rv = super().main(args, **kwargs)
+            check_not_stopped()  # a SIGTERM whose exception was lost still ends as one
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.Abort:
@@ -60,14 +62,12 @@ class Group(click.Group):
         sys.exit(rv or 0)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised like Ctrl-C so that temporary files and directories are cleaned up."""
-
-
 def _on_sigterm():
-    """Turn SIGTERM into :class:`Terminated`; returns the previous handler (None off the main thread)."""
+    """Turn SIGTERM into :class:`~aaedetect.errors.Terminated` (and a stop that no result follows,
+    even where that exception is lost: see :func:`aaedetect.errors.request_stop`); returns the
+    previous handler (None off the main thread)."""
     def handler(signum, frame):
-        raise Terminated()
+        request_stop()
 
     try:
         return signal.signal(signal.SIGTERM, handler)

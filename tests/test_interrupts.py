@@ -104,3 +104,26 @@ def test_sigterm_cleans_up_and_says_so(files, tmp_path):
     assert proc.returncode == 143, "the signal came too late: scoring had finished"
     assert proc.stderr.read().decode().strip().splitlines()[-1] == "error: terminated (SIGTERM); nothing was written"
     assert list(tmp_path.iterdir()) == []  # no output and no temporary file
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_stop_whose_exception_was_lost_still_puts_nothing_in_place(tmp_path, monkeypatch):
+    """A signal handler's exception raised while a finalizer runs is only printed by Python; the
+    stop must still keep the output and the model directory from being put in place."""
+    from aaedetect import errors
+    from aaedetect.artifacts import write_model_dir
+    from aaedetect.tables import AtomicOutput
+
+    monkeypatch.setattr(errors, "_STOP_REQUESTED", False)
+
+    class Finalizer:
+        def __del__(self):
+            errors.request_stop()  # as the CLI's SIGTERM handler does
+
+    with pytest.raises(errors.Terminated):
+        with AtomicOutput(tmp_path / "out.csv") as out:
+            out.write(pd.DataFrame({"a": [1, 2]}))
+            Finalizer()  # deleted at once: its exception is lost
+    with pytest.raises(errors.Terminated):
+        write_model_dir(tmp_path / "model", {"format": "x"}, {"weights.npz": b"0"})
+    assert list(tmp_path.iterdir()) == []
