@@ -96,13 +96,17 @@ def test_sigterm_cleans_up_and_says_so(files, tmp_path):
     out = tmp_path / "out.parquet"
     proc = subprocess.Popen([*CLI, *map(str, SCORE_ARGS(tmp, out))], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    started = time.monotonic()
+    deadline = started + 60
     while not list(tmp_path.glob(".out.parquet.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    seen = time.monotonic() - started
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
-    assert proc.returncode == 143, "the signal came too late: scoring had finished"
-    assert proc.stderr.read().decode().strip().splitlines()[-1] == "error: terminated (SIGTERM); nothing was written"
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 143, (f"exit {proc.returncode}: the signal (sent {seen:.2f}s after the "
+                                    f"start) did not stop the command; its stderr: {stderr[-2000:]!r}")
+    assert stderr.strip().splitlines()[-1] == "error: terminated (SIGTERM); nothing was written"
     assert list(tmp_path.iterdir()) == []  # no output and no temporary file
 
 
