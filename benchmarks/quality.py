@@ -60,9 +60,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import OneClassSVM
 
+from aaedetect.config import defaults
+
 SKIP_BY_DEFAULT = ("kddcup99_10pct",)
 #: aaedetect's score parts, reported beside its anomaly_score (same fit, other output column).
 SCORE_PARTS = ("recon", "latent", "neighbor")
+#: aaedetect's 0/1 flags among its outputs (not a score: they give the false-positive rate).
+FLAGS = "is_anomaly"
 #: Datasets evaluated with the label flipped (DAGMM protocol for KDDCUP99).
 FLIPPED = ("kddcup99_10pct",)
 PEERS = ("iforest", "ocsvm", "lof", "knn", "ae", "vae", "deepsvdd")
@@ -216,7 +220,8 @@ def fit_and_score(kind: str, options: dict, seed: int, train, test, epochs: int 
 
         def score(m, x):
             out = m.score_table(x)
-            return {"": out["anomaly_score"], **{p: out[f"{p}_score"] for p in SCORE_PARTS}}
+            return {"": out["anomaly_score"], **{p: out[f"{p}_score"] for p in SCORE_PARTS},
+                    FLAGS: out["is_anomaly"]}
     else:
         model, peer_score = make_peer(kind, seed, train.shape[1], epochs)
 
@@ -290,9 +295,13 @@ def run_split(args, name: str, frame: pd.DataFrame, y: np.ndarray, seed: int, me
                     rec["note"] = f"train subsampled to {len(sub)} of {len(train)} rows"
             scores, fit_s, score_s = fit_and_score(kind, options, seed, x_train, x_test,
                                                    args.pyod_epochs, own_rows)
+            flags = scores.pop(FLAGS, None)
             rec.update(quality(y_test, scores.pop("")), fit_s=fit_s, score_s=score_s, status="ok")
+            if flags is not None and (y_test == 0).any():  # aaedetect: its own threshold's promise
+                rec.update(fpr=float(flags[y_test == 0].mean()), target_fpr=float(options.get("fpr", defaults()["fpr"])))
             if label == "aaedetect":  # the default's parts, from the same fit
-                parts = {f"{label}[{p}]": {**rec, "method": f"{label}[{p}]", "part": p,
+                parts = {f"{label}[{p}]": {**{k: v for k, v in rec.items() if k not in ("fpr", "target_fpr")},
+                                           "method": f"{label}[{p}]", "part": p,
                                            **quality(y_test, v)} for p, v in scores.items()}
         except Exception as exc:  # noqa: BLE001 - a failing method must not stop the run
             rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -375,6 +384,27 @@ def summary(records: list[dict], datasets: list[str], labels: list[str]) -> tupl
     rows.sort(key=lambda r: float(r[-1]) if r[-1] != "-" else float("inf"))
     return table(["method", "datasets", "mean AUROC", "mean AUPRC", "mean F1", "mean rank"],
                  rows), out
+
+
+def fpr_table(records: list[dict], labels: list[str], protocol: str) -> str:
+    """Per aaedetect configuration: the false-positive rate at the model's own threshold on the
+    test's normal rows (mean over seeds per dataset; then the median, range and the datasets
+    within 0.005-0.015 across datasets) beside the rate it was fitted for."""
+    rows = []
+    for label in labels:
+        recs = pd.DataFrame([r for r in records if r["method"] == label and r["status"] == "ok" and "fpr" in r])
+        if recs.empty:
+            continue
+        per_ds = recs.groupby("dataset")["fpr"].mean()
+        within = int(((per_ds >= 0.005) & (per_ds <= 0.015)).sum())
+        rows.append([label, f"{recs['target_fpr'].iloc[0]:.3f}", f"{per_ds.median():.4f}",
+                     f"{per_ds.min():.4f} - {per_ds.max():.4f}", f"{within}/{len(per_ds)}",
+                     ", ".join(f"{d} {v:.3f}" for d, v in per_ds.items())])
+    if not rows:
+        return ""
+    seen = "unseen normal rows" if protocol == "novelty" else "normal rows it was fitted on"
+    return (f"false-positive rate at the model's own threshold, on the test's {seen}:\n\n"
+            + table(["method", "fitted for", "median", "range", "in 0.005-0.015", "per dataset"], rows))
 
 
 def environment() -> dict:
@@ -501,6 +531,9 @@ def main(argv=None) -> int:
     text, means = summary(records, done, labels)
     print(f"\n## summary over {len(done)} datasets (rank by mean AUROC per dataset, 1 = best)\n")
     print(text)
+    fprs = fpr_table(records, labels, args.protocol)
+    if fprs:
+        print(f"\n{fprs}")
     env["load_average_end"] = round(os.getloadavg()[0], 2)
     print(f"\ntotal {time.perf_counter() - started:.0f}s; load average now "
           f"{env['load_average_end']} (other work on the machine slows torch badly)", file=sys.stderr)
