@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import platform
 import time
@@ -33,7 +34,7 @@ from .neighbors import Neighbors
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .runtime import ONNX_FILE, OUTPUTS
-from .scoring import Calibration, FrameScorer, threshold_for_fpr
+from .scoring import Calibration, FrameScorer, threshold_for_fpr, threshold_shortfall
 from .train import cpu_threads_for, resolve_device, train_aae
 
 logger = logging.getLogger("aaedetect")
@@ -214,12 +215,26 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         marks.append(time.perf_counter())
         state = FittedState(options=opts, seed=seed, input_columns=tuple(str(c) for c in df.columns),
                             preprocessor=pre, network=cfg, calibration=calibration,
-                            threshold=threshold_for_fpr(val_scores, opts.fpr), training=result,
+                            threshold=self._threshold(val_scores, opts, source, warn=held_out > 0),
+                            training=result,
                             named_columns=named)
         self._set_fitted(state, graph, device)
         #: Seconds spent in each step of the last fit (training includes preparing the features).
         self.fit_seconds_ = dict(zip(("train", "neighbors", "calibrate"), np.diff(marks).round(4).tolist()))
         return self
+
+    @staticmethod
+    def _threshold(val_scores: np.ndarray, opts: Options, source: str, warn: bool) -> float:
+        """The threshold for ``opts.fpr`` from the held-out rows' scores, with a warning (``warn``)
+        when they are too few to keep that promise (see :func:`aaedetect.scoring.threshold_for_fpr`)."""
+        expect = threshold_shortfall(len(val_scores), opts.fpr)
+        if expect is not None and warn:
+            logger.warning("%s: the threshold for --fpr %g comes from %d held-out rows, too few for "
+                           "that rate (it needs %d): it is their largest score, so expect about %.3f "
+                           "of new normal rows above it; more rows, or a larger --validation-fraction, "
+                           "bring it to --fpr", source, opts.fpr, len(val_scores),
+                           math.ceil(1.0 / opts.fpr - 1.0), expect)
+        return threshold_for_fpr(val_scores, opts.fpr)
 
     def _set_fitted(self, state: FittedState, graph: ScoringGraph, device: torch.device) -> None:
         """The fitted attributes, from ``fit`` or from a model directory (``load``)."""

@@ -253,9 +253,27 @@ def explanation_columns(shares: np.ndarray, names, k: int) -> dict[str, np.ndarr
 
 
 def threshold_for_fpr(scores: np.ndarray, fpr: float) -> float:
-    """The score above which a share ``fpr`` of these (normal) rows lie."""
-    scores = np.asarray(scores, dtype=np.float64)
-    return float(np.quantile(scores, 1.0 - fpr, method="higher"))
+    """The threshold that flags at most a share ``fpr`` of new normal rows, from the scores of
+    held-out normal rows: the ``ceil((n + 1) * (1 - fpr))``-th smallest of the ``n`` scores.
+
+    A new normal row is as likely to take any rank among the n held-out rows plus itself (split
+    conformal prediction), so it lands above that score with probability at most ``fpr`` and at
+    least ``fpr - 1 / (n + 1)``; the plain ``1 - fpr`` quantile of the held-out rows promises
+    a little less than it keeps. With fewer than ``1 / fpr - 1`` rows there is no such rank:
+    the largest score is taken, and a new normal row then lands above it with probability
+    ``1 / (n + 1)`` (see :func:`threshold_shortfall`).
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    rank = math.ceil((len(scores) + 1) * (1.0 - fpr))
+    return float(scores[min(rank, len(scores)) - 1])
+
+
+def threshold_shortfall(n_rows: int, fpr: float) -> float | None:
+    """The false-positive rate to expect instead of ``fpr`` when the threshold comes from only
+    ``n_rows`` held-out rows (``1 / (n_rows + 1)``), or None when ``n_rows`` is enough."""
+    if math.ceil((n_rows + 1) * (1.0 - fpr)) <= n_rows:
+        return None
+    return 1.0 / (n_rows + 1)
 
 
 def check_no_score_columns(columns, source: str, explain: int = 0) -> None:

@@ -244,3 +244,20 @@ def test_neighbor_weight_zero_keeps_no_training_rows(table, tmp_path):
     with np.load(tmp_path / "m" / "weights.npz") as weights:
         assert not [k for k in weights.files if k.startswith("neighbors.")]
     pd.testing.assert_frame_equal(load(tmp_path / "m").score_table(table), out)
+
+
+def test_too_few_held_out_rows_for_the_fpr_are_named(table, caplog):
+    """300 rows hold out 30: too few for a 1% threshold (99 are needed), and the log says so and
+    what rate to expect instead; at --fpr 0.2 (4 needed) it does not."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="aaedetect"):
+        det = AAEDetector(**{**FAST, "max_epochs": 1}).fit(table, source="t.csv")
+    (message,) = [r.getMessage() for r in caplog.records if "held-out rows" in r.getMessage()]
+    assert "t.csv" in message and "30 held-out rows" in message and "0.032" in message
+    held_out_max = det.threshold_
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aaedetect"):
+        lax = AAEDetector(**{**FAST, "max_epochs": 1, "fpr": 0.2}).fit(table)
+    assert not [r for r in caplog.records if "held-out rows" in r.getMessage()]
+    assert lax.threshold_ < held_out_max  # the 25th of the 30 held-out scores, not the largest

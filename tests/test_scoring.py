@@ -5,7 +5,8 @@ import pytest
 from aaedetect.errors import DataError
 from aaedetect.scoring import (MIN_LOG_SCALE, MIN_NEIGHBOR_LOG_SCALE, NEIGHBOR_MIN_OFFSET, Calibration,
                                PartCalibration, check_no_score_columns, output_frame,
-                               robust_location_scale, threshold_for_fpr)
+                               robust_location_scale, threshold_for_fpr,
+                               threshold_shortfall)
 
 
 def test_robust_location_scale_on_normal_data():
@@ -79,6 +80,25 @@ def test_threshold_gives_the_target_false_positive_rate(fpr):
     scores = np.random.default_rng(2).normal(size=20_000)
     t = threshold_for_fpr(scores, fpr)
     assert (scores > t).mean() == pytest.approx(fpr, abs=0.002)
+
+
+@pytest.mark.parametrize("n, fpr", [(120, 0.01), (499, 0.01), (60, 0.05), (30, 0.2)])
+def test_threshold_keeps_its_promise_on_new_rows(n, fpr):
+    """Split conformal: over many draws of n held-out rows, the share of new rows (from the same
+    distribution) above the threshold is at most fpr and at least fpr - 1/(n+1)."""
+    rng = np.random.default_rng(5)
+    rates = [(rng.normal(size=4000) > threshold_for_fpr(rng.normal(size=n), fpr)).mean()
+             for _ in range(400)]
+    # the mean of 400 draws: its standard error is under 0.0015 here
+    assert fpr - 1 / (n + 1) - 0.004 <= np.mean(rates) <= fpr + 0.004
+    assert threshold_shortfall(n, fpr) is None
+
+
+def test_too_few_rows_for_the_rate_take_the_largest_and_say_what_to_expect():
+    scores = np.arange(50.0)
+    assert threshold_for_fpr(scores, 0.01) == 49.0
+    assert threshold_shortfall(50, 0.01) == pytest.approx(1 / 51)
+    assert threshold_shortfall(98, 0.01) is not None and threshold_shortfall(99, 0.01) is None
 
 
 def test_output_frame_appends_scores_after_input_columns():
