@@ -341,6 +341,13 @@ def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
+def _signed(values: list[float]) -> str:
+    """``+0.012 ± 0.004`` (sample std over seeds), or the signed mean alone for one seed."""
+    if len(values) == 1:
+        return f"{values[0]:+.3f}"
+    return f"{np.mean(values):+.3f} ± {np.std(values, ddof=1):.3f}"
+
+
 def dataset_table(records: list[dict], dataset: str, labels: list[str]) -> str:
     """Method rows for one dataset: mean ± std over seeds, mean seconds, notes and failures."""
     rows = []
@@ -384,6 +391,43 @@ def summary(records: list[dict], datasets: list[str], labels: list[str]) -> tupl
     rows.sort(key=lambda r: float(r[-1]) if r[-1] != "-" else float("inf"))
     return table(["method", "datasets", "mean AUROC", "mean AUPRC", "mean F1", "mean rank"],
                  rows), out
+
+
+def paired_to_best_peer(records: list[dict], label: str = "aaedetect", metric: str = "auroc") -> tuple[str, dict]:
+    """Per dataset: the peer with the best mean ``metric`` there, and ``label``'s difference to it
+    seed by seed (the same split for both), as mean ± sample std over seeds; then the mean of
+    the per-dataset differences with its standard error across datasets. A markdown table and
+    the numbers; an empty table when no peer ran."""
+    ok = pd.DataFrame([r for r in records if r["status"] == "ok"])
+    if ok.empty or label not in set(ok["method"]) or not set(ok["method"]) & set(PEERS):
+        return "", {}
+    rows, diffs = [], {}
+    for dataset, part in ok.groupby("dataset", sort=False):
+        peers = part[part["method"].isin(PEERS)]
+        mine = part[part["method"] == label].set_index("seed")[metric]
+        if peers.empty or mine.empty:
+            continue
+        best = peers.groupby("method")[metric].mean().idxmax()
+        theirs = peers[peers["method"] == best].set_index("seed")[metric]
+        paired = (mine - theirs).dropna()
+        if paired.empty:
+            continue
+        diffs[dataset] = {"best_peer": best, "mean": float(paired.mean()),
+                          "std": float(paired.std(ddof=1)) if len(paired) > 1 else 0.0, "seeds": len(paired)}
+        rows.append([dataset, best, f"{theirs.mean():.3f}", f"{mine.mean():.3f}",
+                     _signed(paired.tolist()), str(len(paired))])
+    if not diffs:
+        return "", {}
+    means = np.array([d["mean"] for d in diffs.values()])
+    se = float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else 0.0
+    overall = {"mean": float(means.mean()), "se": se, "datasets": len(means),
+               "ahead": int((means > 0).sum()), "per_dataset": diffs}
+    rows.append(["mean over datasets", "", "", "", f"{means.mean():+.3f} (se {se:.3f})",
+                 f"ahead on {overall['ahead']}/{len(means)}"])
+    text = (f"{label} against the best peer on each dataset ({metric.upper()}, paired by seed: the "
+            f"same split for both):\n\n"
+            + table(["dataset", "best peer", "peer", label, f"{label} - peer, mean ± std over seeds", "seeds"], rows))
+    return text, overall
 
 
 def fpr_table(records: list[dict], labels: list[str], protocol: str) -> str:
@@ -531,6 +575,10 @@ def main(argv=None) -> int:
     text, means = summary(records, done, labels)
     print(f"\n## summary over {len(done)} datasets (rank by mean AUROC per dataset, 1 = best)\n")
     print(text)
+    paired, paired_numbers = paired_to_best_peer(records)
+    if paired:
+        print(f"\n{paired}")
+        means["paired_to_best_peer"] = paired_numbers
     fprs = fpr_table(records, labels, args.protocol)
     if fprs:
         print(f"\n{fprs}")
