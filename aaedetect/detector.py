@@ -305,18 +305,18 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
 
         A DataFrame keeps its index and every column, the model's found by name; an array's
         columns are taken in the order ``fit`` saw them."""
-        self._check_fitted()
-        if not isinstance(X, pd.DataFrame):
-            X = self._checked(X, source)
-        return self.score_frame(X, source=source, first_line=None, explain=explain)
+        return self.score_frame(self._lenient(X, source), source=source, first_line=None, explain=explain)
 
     def explain_table(self, X, *, source: str = "data") -> pd.DataFrame:
         """Each row's shares of its anomaly_score by model column (rows sum to 1), as a table
         with the model's columns (see :func:`aaedetect.scoring.column_shares`)."""
+        return super().explain_table(self._lenient(X, source), source=source)
+
+    def _lenient(self, X, source: str) -> pd.DataFrame:
+        """``X`` for the table methods: a DataFrame as it is (the model's columns are found by
+        name), anything else through :meth:`_checked`."""
         self._check_fitted()
-        if not isinstance(X, pd.DataFrame):
-            X = self._checked(X, source)
-        return super().explain_table(X, source=source)
+        return X if isinstance(X, pd.DataFrame) else self._checked(X, source)
 
     def score_samples(self, X) -> np.ndarray:
         """Normality of each row (scikit-learn convention: higher = more normal), shape (N,)."""

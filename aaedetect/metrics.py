@@ -25,10 +25,6 @@ from typing import Any
 
 import numpy as np
 
-#: The keys of :func:`flag_metrics`' result.
-FLAG_KEYS = ("flagged", "precision", "recall", "f1", "fpr", "tn", "fp", "fn", "tp")
-
-
 def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_CHUNK_ROWS, SCORE_BATCH_ROWS
+from .config import DEFAULT_CHUNK_ROWS
 from .errors import DataError, OptionError
 from .manifest import HISTORY_KEYS
 from .pipeline import _labels, evaluate  # the label check and metrics of `score --label`
@@ -156,7 +156,7 @@ def collect(source: TableSource, scorer, *, label: str | None = None, max_rows: 
     for chunk, where, first_line, positions in _chunks(source, max_rows, seed, chunk_rows, data):
         if label is not None and label not in chunk.columns:
             raise DataError(f"{source.name}: no label column {label!r}")
-        y = None if label is None else _labels(chunk[label], where, label)
+        y = None if label is None else _labels(chunk[label], where, label, first_line, data.rows)
         scored = scorer.score_frame(chunk, source=where, first_line=first_line, report=report, **extra)
         for p in PARTS:
             parts[p].append(scored[p].to_numpy(np.float32))
@@ -206,20 +206,19 @@ def latent_codes(detector, rows: pd.DataFrame, prior_rows: int, seed: int) -> tu
     """
     import torch
 
+    from .detector import _batched
+
     graph = detector.graph_
     numeric, categorical = detector.preprocessor.transform(rows, source="sampled rows", first_line=None,
                                                            report=InputReport())  # counted already
-    step = SCORE_BATCH_ROWS[detector.device_.type]
-    codes = []
+
+    def mean_code(num, cat):
+        return (graph.aae.encoder.mu(graph.aae.encoder.body(graph.features(num, cat))),)
+
+    (codes,) = _batched(mean_code, numeric, categorical, detector.device_)
     with torch.no_grad():
-        for start in range(0, len(rows), step):
-            num = torch.from_numpy(np.ascontiguousarray(numeric[start:start + step])).to(detector.device_)
-            cat = torch.from_numpy(np.ascontiguousarray(categorical[start:start + step])).to(detector.device_)
-            x = graph.features(num, cat)
-            codes.append(graph.aae.encoder.mu(graph.aae.encoder.body(x)).cpu().numpy())
         prior = graph.aae.prior.sample(prior_rows, generator=torch.Generator().manual_seed(seed))
-    latent = graph.aae.cfg.latent_dim
-    return (np.concatenate(codes) if codes else np.empty((0, latent), np.float32)), prior.cpu().numpy()
+    return codes, prior.cpu().numpy()
 
 
 def training_history(history: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:

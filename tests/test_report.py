@@ -181,7 +181,7 @@ def test_training_history_becomes_arrays_with_gaps_for_nulls():
 
 @pytest.mark.parametrize("case, code, fragment", [
     ("missing label", 3, "no label column 'label'"),
-    ("bad labels", 3, "label column 'kind' must hold 0 or 1"),
+    ("bad labels", 3, "label column 'kind' must hold 0 or 1; found 'blue' (line 2)"),
     ("no file", 5, "no such file"),
 ])
 def test_bad_input_writes_nothing(model_dir, csv_file, tmp_path, case, code, fragment):
