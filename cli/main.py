@@ -471,16 +471,10 @@ def report(data, model_dir, output, label, max_rows, top, seed, device, sep, qui
     from aaedetect.report import write_report
 
     _setup_logging(quiet)
-    show = not quiet and sys.stderr.isatty()
-
-    def progress(rows: int) -> None:
-        if show:
-            click.echo(f"\rscored {rows:,} rows", err=True, nl=False)
-
+    progress = _RowCounter(not quiet and sys.stderr.isatty())
     summary = write_report(data, model_dir, output, label=label, sep=sep, max_rows=max_rows,
                            seed=seed, top=top, device=device, progress=progress)
-    if show:
-        click.echo("", err=True)
+    progress.done()
     if not quiet:
         share = summary.flagged / summary.rows if summary.rows else 0.0
         click.echo(f"scored {summary.rows:,} rows: {summary.flagged:,} flagged as anomalies "
