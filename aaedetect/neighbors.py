@@ -89,7 +89,7 @@ class Neighbors(nn.Module):
         fold = np.eye(x_bank.shape[1]) if fold is None else np.asarray(fold, np.float64)
         if fold.shape[0] != x_bank.shape[1]:
             raise ValueError(f"the column fold has {fold.shape[0]} features, the bank {x_bank.shape[1]}")
-        self.register_buffer("fold", torch.from_numpy(fold), persistent=False)
+        self.register_buffer("fold", torch.from_numpy(fold).to(self.x_bank.device), persistent=False)
         self.k = min(NEIGHBORS, len(x_bank) - 1)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:

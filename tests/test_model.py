@@ -215,3 +215,16 @@ def test_hidden64_is_the_encoder_body_in_float64():
         expected = copy.deepcopy(body).double()(x.double())
     assert h64.dtype == torch.float64 and h64.shape == (40, 64 // 2)
     torch.testing.assert_close(h64, expected, rtol=1e-12, atol=1e-12)  # float64 rounding only
+
+
+def test_neighbour_buffers_live_on_the_banks_device():
+    """Fitting on a GPU builds the banks there: every buffer derived from them (the squared lengths,
+    the column fold) must follow them, or the first search mixes devices. The meta device stands in
+    for CUDA here; the forward pass must run on it too."""
+    x_bank, h_bank = torch.empty(8, 3, device="meta"), torch.empty(8, 5, device="meta")
+    bank = N.Neighbors(x_bank, h_bank, np.eye(3)[:, :2])
+    assert {name: b.device.type for name, b in bank.named_buffers()} == dict.fromkeys(
+        ("x_bank", "h_bank", "x_sq", "h_sq", "fold"), "meta")
+    near_x, near_h, columns = bank(torch.empty(4, 3, device="meta"),
+                                   torch.empty(4, 5, device="meta", dtype=torch.float64))
+    assert columns.shape == (4, 2) and columns.device.type == "meta"
