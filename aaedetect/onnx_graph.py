@@ -119,10 +119,7 @@ def build(state: "FittedState", weights: dict[str, np.ndarray], *, opset: int = 
     h = g.op("Relu", g.linear(h, w["encoder.body.3.weight"], w["encoder.body.3.bias"]))
     mu = g.linear(h, w["encoder.mu.weight"], w["encoder.mu.bias"])  # (B, L)
     d = g.op("Relu", g.linear(mu, w["decoder.body.0.weight"], w["decoder.body.0.bias"]))
-    d = g.linear(d, w["decoder.body.3.weight"], w["decoder.body.3.bias"])
-    d = g.op("BatchNormalization", d, *(g.const(w[f"decoder.body.4.{k}"], np.float32)
-                                        for k in ("weight", "bias", "running_mean", "running_var")),
-             epsilon=BATCH_NORM_EPS)
+    d = g.linear(d, *_fold_batch_norm(w, "decoder.body.3", "decoder.body.4"))
     out = g.linear(g.op("Relu", d), w["decoder.body.7.weight"], w["decoder.body.7.bias"])  # (B, D)
     errors = _column_errors(g, pre, x, out)  # (B, C)
 
@@ -196,6 +193,23 @@ def manifest_entry(pre, opset: int, parity_error: float | None) -> dict:
 
     return {"file": ONNX_FILE, "opset": opset, "inputs": input_names(pre), "outputs": list(OUTPUTS),
             "parity_error": parity_error}
+
+
+def _fold_batch_norm(w: dict, linear: str, norm: str) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of one linear layer that does what ``linear`` then the batch norm ``norm``
+    (in eval mode) do: the norm's scale s = gamma / sqrt(var + eps) multiplies each output's row
+    of weights, and the bias becomes (b - mean) s + beta; computed in float64, stored in float32.
+
+    Besides saving a pass over the activations, the graph then has no BatchNormalization node:
+    onnxruntime's CUDA provider runs that node through cuDNN, which refuses batches of 65,536 rows
+    or more (CUDNN_STATUS_NOT_SUPPORTED).
+    """
+    gamma, beta, mean, var = (np.asarray(w[f"{norm}.{k}"], np.float64)
+                              for k in ("weight", "bias", "running_mean", "running_var"))
+    scale = gamma / np.sqrt(var + BATCH_NORM_EPS)
+    weight = np.asarray(w[f"{linear}.weight"], np.float64) * scale[:, None]
+    bias = (np.asarray(w[f"{linear}.bias"], np.float64) - mean) * scale + beta
+    return weight.astype(np.float32), bias.astype(np.float32)
 
 
 def _column_errors(g: _Builder, pre, x: str, out: str) -> str:
