@@ -33,6 +33,11 @@ OUTPUTS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "fe
 OUTPUTS_WITHOUT_EXPLAIN = OUTPUTS[:5]
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+#: The CUDA provider's options. TF32 off: onnxruntime turns it on by default on Ampere and newer
+#: cards, where float32 matrix products then round their inputs to 10 bits and scores drift from
+#: the CPU's by ~1e-3 relative (0.013 on a score of 23, measured on an H100); the networks are
+#: small, so full float32 costs little (benchmarks/results/gpu.md).
+CUDA_OPTIONS = {"use_tf32": "0"}
 #: Rows per onnxruntime call, by provider (see ``aaedetect.config.SCORE_BATCH_ROWS``).
 DEFAULT_BATCH_ROWS = {CPU: SCORE_BATCH_ROWS["cpu"], CUDA: SCORE_BATCH_ROWS["cuda"]}
 
@@ -51,7 +56,8 @@ def make_session(model: bytes | str, providers: Sequence[str], *, threads: int |
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, sess_options=options, providers=list(providers))
+    providers = [(CUDA, CUDA_OPTIONS) if p == CUDA else p for p in providers]
+    return ort.InferenceSession(model, sess_options=options, providers=providers)
 
 
 def cuda_unavailable_reason() -> str | None:
