@@ -200,7 +200,8 @@ def test_text_columns_from_csv_are_typed_like_pandas_would(table):
 
 @pytest.mark.parametrize("text,value", [
     (" 1.5", 1.5), ("+3", 3.0), (".5", 0.5), ("1e5", 1e5), ("inf", np.inf), ("-Infinity", -np.inf),
-    ("1e400", np.inf), ("NA", np.nan), ("", np.nan), ("  ", np.nan), ("null", np.nan),
+    ("1e400", np.inf), ("NA", np.nan), ("", np.nan), ("  ", np.nan), ("null", np.nan), ("NAN", np.nan),
+    ("-nan", np.nan),
 ])
 def test_number_spellings(text, value):
     from aaedetect.preprocess import _parse_numbers
