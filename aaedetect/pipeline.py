@@ -5,6 +5,7 @@ Usable from Python too, e.g. in an ETL step: ``score_file("in.csv", scorer, "out
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import pandas as pd
 from .artifacts import check_model_target
 from .config import DEFAULT_CHUNK_ROWS, Options
 from .errors import DataError, SmallTableWarning
+from .overlap import Prefetch, Writer
 from .tables import AtomicOutput, TableSource
 from .preprocess import InputReport
 from .scoring import EXPLAIN_COLUMNS, SCORE_COLUMNS, FrameScorer
@@ -163,15 +165,19 @@ def score_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Frame
         scorer.check_explain(explain)
         summary.output = out.name
         columns = None
-        for chunk, scored, labels in _scored_chunks(source, scorer, chunk_rows, label, report, explain):
-            columns = chunk.columns
-            out.write(scored)
-            summary.rows += len(scored)
-            summary.flagged += int(scored["is_anomaly"].sum())
-            if labels is not None:
-                tally.add(labels, scored)
-            if progress is not None:
-                progress(summary.rows)
+        # The last chunk is written while this one is scored.
+        with Writer(out.write) as writer, contextlib.closing(
+                _scored_chunks(source, scorer, chunk_rows, label, report, explain)) as chunks:
+            for chunk, scored, labels in chunks:
+                columns = chunk.columns
+                writer.put(scored)
+                summary.rows += len(scored)
+                summary.flagged += int(scored["is_anomaly"].sum())
+                if labels is not None:
+                    tally.add(labels, scored)
+                if progress is not None:
+                    progress(summary.rows)
+            writer.finish()
         report.log(source.name)
         if summary.rows == 0:
             # Header only: still write a header, with the score columns, so pipelines see the schema.
@@ -210,10 +216,11 @@ def evaluate_file(data: str | os.PathLike, scorer: FrameScorer | Callable[[], Fr
     with TableSource(data, sep=sep) as source:
         if not isinstance(scorer, FrameScorer):
             scorer = scorer()
-        for _, scored, labels in _scored_chunks(source, scorer, chunk_rows, label, report):
-            tally.add(labels, scored)
-            if progress is not None:
-                progress(tally.rows)
+        with contextlib.closing(_scored_chunks(source, scorer, chunk_rows, label, report)) as chunks:
+            for _, scored, labels in chunks:
+                tally.add(labels, scored)
+                if progress is not None:
+                    progress(tally.rows)
         report.log(source.name)
         if tally.rows == 0:
             raise DataError(f"{source.name}: has a header but no rows; nothing to evaluate")
@@ -228,16 +235,18 @@ def _scored_chunks(source: TableSource, scorer: FrameScorer, chunk_rows: int, la
     """(chunk, its scored table, its labels or None without ``label``) for each chunk of
     ``source``. The labels are checked before the chunk is scored."""
     rows = 0
-    for chunk, first_line in source.chunks(chunk_rows=chunk_rows):
-        labels = None
-        if label is not None:
-            if label not in chunk.columns:
-                raise DataError(f"{source.name}: no label column {label!r}")
-            labels = _labels(chunk[label], source.name, label, first_line, rows)
-        scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report,
-                                    explain=explain)
-        rows += len(chunk)
-        yield chunk, scored, labels
+    # The next chunk is read (pyarrow, without the GIL) while this one is scored.
+    with Prefetch(source.chunks(chunk_rows=chunk_rows)) as chunks:
+        for chunk, first_line in chunks:
+            labels = None
+            if label is not None:
+                if label not in chunk.columns:
+                    raise DataError(f"{source.name}: no label column {label!r}")
+                labels = _labels(chunk[label], source.name, label, first_line, rows)
+            scored = scorer.score_frame(chunk, source=source.name, first_line=first_line, report=report,
+                                        explain=explain)
+            rows += len(chunk)
+            yield chunk, scored, labels
 
 
 class _Tally:

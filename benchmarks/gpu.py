@@ -52,7 +52,8 @@ def train(args) -> None:
     fit_split(warm, work / "warm-model", 1, args.device)
     print("| device | batch | epochs | training s | rows/s per epoch | export s |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: |")
-    for device, name in ((args.device, "model"), ("cpu", "model-cpu")):
+    runs = ((args.device, "model"), ("cpu", "model-cpu"))
+    for device, name in runs[:1] if args.no_cpu else runs:
         split, det = fit_split(trainfile, work / name,
                                args.epochs, device)
         per_epoch = det.training_.seconds / max(det.training_.epochs_run, 1)
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")],
                         default=[16_384, 65_536, 262_144])
+    parser.add_argument("--no-cpu", action="store_true", help="train: skip the CPU fit beside the GPU's")
     parser.add_argument("--dry-run", action="store_true",
                         help="the same steps on the CPU, to check this script where there is no GPU")
     args = parser.parse_args()
