@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import AAEDETECT, GIB, fit_split, io_floor, make_table, measured, write_csv  # noqa: E402
+from speed import (AAEDETECT, GIB, fit_split, io_floor, make_table, measured, write_csv,  # noqa: E402
+                   write_tables)
 
 
 def train(args) -> None:
@@ -39,12 +40,8 @@ def train(args) -> None:
     print(f"# GPU training: {gpu_name}, torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs\n")
     work = args.workdir
-    big, trainfile = work / "big.csv", work / "train.csv"
     started = time.perf_counter()
-    if not big.exists():
-        write_csv(big, args.rows, args.columns)
-    if not trainfile.exists():
-        make_table(args.train_rows, args.columns, seed=1000).to_csv(trainfile, index=False)
+    big, trainfile = write_tables(work / "big.csv", work / "train.csv", args.rows, args.train_rows, args.columns)
     print(f"tables written in {time.perf_counter() - started:.1f} s "
           f"({big.stat().st_size / GIB:.2f} GiB big table)\n")
     warm = work / "warm.csv"

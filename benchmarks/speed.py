@@ -61,6 +61,15 @@ def write_csv(path: Path, rows: int, columns: int, chunk: int = 250_000) -> None
                                                  preserve_index=False))
 
 
+def write_tables(big: Path, train: Path, rows: int, train_rows: int, columns: int) -> tuple[Path, Path]:
+    """The table to score (``rows``, chunk by chunk) and the training table, unless already there."""
+    if not big.exists():
+        write_csv(big, rows, columns)
+    if not train.exists():
+        make_table(train_rows, columns, seed=1000).to_csv(train, index=False)
+    return big, train
+
+
 def measured(cmd: list[str]) -> tuple[float, int]:
     """(wall seconds, peak RSS in bytes) of ``cmd`` run alone under a fresh wrapper process."""
     wrapper = ("import resource, subprocess, sys, time\n"
@@ -156,11 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aaedetect-speed-"))
     work.mkdir(parents=True, exist_ok=True)
-    big, train = work / f"table-{args.rows}.csv", work / f"train-{args.train_rows}.csv"
-    if not big.exists():
-        write_csv(big, args.rows, args.columns)
-    if not train.exists():
-        make_table(args.train_rows, args.columns, seed=1000).to_csv(train, index=False)
+    big, train = write_tables(work / f"table-{args.rows}.csv", work / f"train-{args.train_rows}.csv",
+                              args.rows, args.train_rows, args.columns)
     print(f"# aaedetect speed: {args.rows:,} x {args.columns} table ({big.stat().st_size / GIB:.2f} GiB CSV), "
           f"{os.cpu_count()} CPUs, device {args.device}\n")
 
