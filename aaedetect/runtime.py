@@ -84,13 +84,13 @@ def cuda_unavailable_reason() -> str | None:
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
 
-def verify_graph(data: bytes, where: str) -> None:
+def verify_graph(data: bytes, where: str) -> frozenset[str]:
     """Refuse an ONNX file that is not a plain aaedetect scoring graph.
 
     The model directory may come from anywhere. A graph of standard operators cannot run code,
     but ONNX can also point at external files (or, in onnxruntime, at memory addresses) for its
     weights, and can call custom-operator domains: our graphs never do, so such a file is refused
-    before onnxruntime sees it.
+    before onnxruntime sees it. Returns the operator types the graph uses.
     """
     import onnx
 
@@ -112,6 +112,7 @@ def verify_graph(data: bytes, where: str) -> None:
     if not set(inputs) <= {INPUT_NUMERIC, INPUT_CATEGORICAL} or tuple(outputs) not in (OUTPUTS, OUTPUTS_WITHOUT_EXPLAIN):
         raise ModelFormatError(f"{where}: inputs {inputs} and outputs {outputs} are not those of an "
                                f"aaedetect scoring graph")
+    return frozenset(n.op_type for n in model.graph.node)
 
 
 def _all_tensors(graph):
@@ -150,6 +151,25 @@ def open_session(model: bytes | str, device: str = "auto", *, threads: int | Non
         raise OptionError(f"--device cuda: {reason}")
     logger.info("scoring with onnxruntime on CPU: %s", reason)
     return make_session(model, [CPU], threads=threads), CPU
+
+
+#: The most rows cuDNN's batch normalization takes in one call (onnxruntime's CUDA provider runs
+#: BatchNormalization nodes through it). Graphs written since the norm is folded away have none.
+CUDNN_BATCH_NORM_ROWS = 65_535
+
+
+def batch_rows_for(provider: str, requested: int | None, op_types: frozenset[str], where: str) -> int:
+    """Rows per onnxruntime call: ``requested`` or the provider's default, but on CUDA at most
+    :data:`CUDNN_BATCH_NORM_ROWS` for a graph with a BatchNormalization node (written before
+    aaedetect folded it away), with a warning that says how to lift the cap."""
+    rows = int(requested or DEFAULT_BATCH_ROWS[provider])
+    if provider == CUDA and "BatchNormalization" in op_types and rows > CUDNN_BATCH_NORM_ROWS:
+        logger.warning("%s: written by an older aaedetect, its graph takes at most %s rows per call "
+                       "on CUDA (cuDNN's batch norm); scoring %s at a time ('aaedetect export -m "
+                       "MODEL_DIR' writes a graph without that limit)", where,
+                       f"{CUDNN_BATCH_NORM_ROWS:,}", f"{CUDNN_BATCH_NORM_ROWS:,}")
+        return CUDNN_BATCH_NORM_ROWS
+    return rows
 
 
 def run_session(session, numeric: np.ndarray | None, categorical: np.ndarray | None,
@@ -211,7 +231,7 @@ class OnnxScorer(FrameScorer):
                                    f"({type(exc).__name__}: {exc})") from None
         data = self.model_dir.read(ONNX_FILE)
         where = str(self.model_dir.path / ONNX_FILE)
-        verify_graph(data, where)
+        op_types = verify_graph(data, where)
         try:
             self.session, self.provider = open_session(data, device, threads=threads)
         except OptionError:
@@ -219,7 +239,7 @@ class OnnxScorer(FrameScorer):
         except Exception as exc:  # onnxruntime's Fail/InvalidGraph/...: a graph it cannot run
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelFormatError(f"{where}: onnxruntime cannot load it ({first})") from None
-        self.batch_rows = int(batch_rows or DEFAULT_BATCH_ROWS[self.provider])
+        self.batch_rows = batch_rows_for(self.provider, batch_rows, op_types, where)
         expected = [n for n, cols in ((INPUT_NUMERIC, self.preprocessor.numeric),
                                       (INPUT_CATEGORICAL, self.preprocessor.categorical)) if cols]
         if [i.name for i in self.session.get_inputs()] != expected:

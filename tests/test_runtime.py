@@ -84,6 +84,30 @@ def test_real_cuda_provider_on_this_machine(model_dir):
         OnnxScorer(model_dir, device="cuda")
 
 
+def test_graphs_have_no_batch_norm_and_the_cuda_options_turn_tf32_off(model_dir):
+    """The decoder's batch norm is folded into its linear layer (cuDNN's batch norm refuses 65,536
+    rows or more), and TF32 is off so that CUDA scores match the CPU's."""
+    data = (model_dir / "model.onnx").read_bytes()
+    ops = runtime.verify_graph(data, "model.onnx")
+    assert "BatchNormalization" not in ops and {"Gemm", "TopK", "MatMul"} <= ops
+    assert runtime.CUDA_OPTIONS == {"use_tf32": "0"}
+
+
+def test_older_graphs_with_batch_norm_cap_cuda_batches(caplog):
+    """A graph written before the fold still scores on CUDA, at most 65,535 rows per call, with a
+    warning naming 'aaedetect export'; other graphs and the CPU keep what was asked."""
+    old = frozenset({"Gemm", "BatchNormalization"})
+    with caplog.at_level(logging.WARNING, logger="aaedetect"):
+        assert runtime.batch_rows_for(runtime.CUDA, 262_144, old, "m/model.onnx") == 65_535
+    assert "m/model.onnx" in caplog.text and "aaedetect export" in caplog.text
+    caplog.clear()
+    assert runtime.batch_rows_for(runtime.CUDA, 65_535, old, "m") == 65_535
+    assert runtime.batch_rows_for(runtime.CUDA, 262_144, frozenset({"Gemm"}), "m") == 262_144
+    assert runtime.batch_rows_for(runtime.CPU, 262_144, old, "m") == 262_144
+    assert runtime.batch_rows_for(runtime.CUDA, None, old, "m") == runtime.DEFAULT_BATCH_ROWS[runtime.CUDA]
+    assert not caplog.records
+
+
 def test_model_without_onnx(model_dir, tmp_path):
     import json
     import shutil
