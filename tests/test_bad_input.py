@@ -115,6 +115,19 @@ def test_score_to_stdout_writes_nothing_on_error(model, tmp_path):
     check_error(result, DATA, "column 'b'", "line 52", "'two'")
 
 
+@pytest.mark.parametrize("output", ["out.csv", "out.parquet"])
+def test_a_bad_line_in_a_later_chunk_leaves_no_output(model, tmp_path, output):
+    """Chunks are read ahead in another thread and written behind in a third: a malformed line
+    (found by the reader) or a bad value (found while scoring) in the fifth chunk still stops the
+    job with the error naming its line, and nothing is put in place."""
+    for bad, message in (("1,2,x,4\n", "line 45 has 4 fields, the header has 3"), ("1,two,x\n", "line 45")):
+        data = tmp_path / "data.csv"
+        data.write_text(good_rows(43) + bad + good_rows(30).split("\n", 1)[1])
+        result = run("score", data, "-m", model, "-o", tmp_path / output, "--chunk-rows", 10)
+        check_error(result, DATA, str(data), message)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
 def test_tolerable_values_score_finite_with_warnings(model, tmp_path):
     data = tmp_path / "odd.csv"
     data.write_text("k,extra,b,a\n"            # another order, an extra column
