@@ -17,8 +17,8 @@ def poison(monkeypatch):
     state = {"steps": 0}
     real = train.reconstruction_loss
 
-    def poisoned(features, x, out):
-        loss = real(features, x, out)
+    def poisoned(features, x, out, *args):
+        loss = real(features, x, out, *args)
         if state["steps"] > 0:
             state["steps"] -= 1
             return loss * float("nan")
