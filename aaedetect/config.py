@@ -57,6 +57,12 @@ DEFAULT_OPSET = 18
 #: latent part before the neighbour part existed (KDDCUP F1 0.95 -> 0.98, thyroid's large latent
 #: evidence kept); no normal row of the benchmark tables reaches it in the neighbour part.
 PART_CAP = 20.0
+#: ``recon_trim`` and ``reference_trim`` leave out less than this share of the rows: the rows
+#: kept are always the majority.
+MAX_TRIM = 0.5
+#: Epochs trained on the whole reconstruction loss before ``recon_trim`` applies: the network
+#: first needs to reconstruct normal rows better than anomalies for the worst rows to be anomalies.
+TRIM_WARMUP_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,17 @@ class Options:
     disc_lr: float = 2e-4
     patience: int = 10
     validation_fraction: float = 0.1
+    # contamination: share of each batch's worst-reconstructed rows left out of the loss after
+    # TRIM_WARMUP_EPOCHS epochs (and of the held-out rows' validation loss)
+    recon_trim: float = 0.0
     # scoring
     latent_signal: str = "density"
     latent_weight: float = 0.25
     neighbor_weight: float = 2.0
     neighbor_rows: int = 4096  # most training rows kept for the neighbour part
+    # contamination: share of the highest-scoring training rows (reconstruction and latent parts)
+    # left out of the neighbour part's reference rows, and of held-out rows out of calibration
+    reference_trim: float = 0.0
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -141,6 +153,9 @@ class Options:
                 fail(name, "must be in (0, 1]")
         if not 0.01 <= _num(self.validation_fraction) <= 0.5:
             fail("validation_fraction", "must be in [0.01, 0.5]")
+        for name in ("recon_trim", "reference_trim"):
+            if not 0.0 <= _num(getattr(self, name)) < MAX_TRIM:
+                fail(name, f"must be in [0, {MAX_TRIM:g}) (a share of the rows)")
         if self.latent_signal not in LATENT_SIGNALS:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
         if not 0.0 <= _num(self.latent_weight) <= 10.0:

@@ -104,9 +104,10 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  adv_weight=_D["adv_weight"],
                  max_epochs=_D["max_epochs"], batch_size=_D["batch_size"], lr=_D["lr"],
                  disc_lr=_D["disc_lr"], patience=_D["patience"],
-                 validation_fraction=_D["validation_fraction"], latent_signal=_D["latent_signal"],
+                 validation_fraction=_D["validation_fraction"], recon_trim=_D["recon_trim"],
+                 latent_signal=_D["latent_signal"],
                  latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
-                 neighbor_rows=_D["neighbor_rows"],
+                 neighbor_rows=_D["neighbor_rows"], reference_trim=_D["reference_trim"],
                  fpr=_D["fpr"], categorical=_D["categorical"], exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
@@ -124,10 +125,12 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.disc_lr = disc_lr
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.recon_trim = recon_trim
         self.latent_signal = latent_signal
         self.latent_weight = latent_weight
         self.neighbor_weight = neighbor_weight
         self.neighbor_rows = neighbor_rows
+        self.reference_trim = reference_trim
         self.fpr = fpr
         self.categorical = categorical
         self.exclude = exclude
@@ -189,19 +192,28 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         result.validation_rows = held_out  # 0 when calibrated on the training rows themselves
         marks.append(time.perf_counter())
 
+        # reference_trim: the rows that look most anomalous to the networks stay out of the
+        # neighbour part's reference rows and of calibration (rows of each set, by share).
+        bank_rows, calibration_rows = train_idx, np.arange(len(val_idx))
+        if opts.reference_trim > 0:
+            suspicion = _network_scores(ScoringGraph(features, aae, opts.latent_signal).eval(),
+                                        numeric, categorical, val_idx, opts.latent_weight, device)
+            bank_rows = np.sort(train_idx[_least(suspicion[train_idx], opts.reference_trim)])
+            calibration_rows = np.sort(_least(suspicion[val_idx], opts.reference_trim))
         neighbors = None
         if opts.neighbor_weight > 0:
-            neighbors = Neighbors.from_training(aae.encoder.body, x, train_idx, seed, opts.neighbor_rows,
+            neighbors = Neighbors.from_training(aae.encoder.body, x, bank_rows, seed, opts.neighbor_rows,
                                                 pre.feature_fold())
         marks.append(time.perf_counter())
         graph = ScoringGraph(features, aae, opts.latent_signal, neighbors=neighbors).eval()
         recon_raw, latent_raw, near_x, near_h, errors, near_columns = _batched(
             graph.raw_parts, numeric[val_idx], categorical[val_idx], device)
-        calibration = Calibration.fit(recon_raw, latent_raw, latent_log=graph.latent_log,
+        kept = calibration_rows
+        calibration = Calibration.fit(recon_raw[kept], latent_raw[kept], latent_log=graph.latent_log,
                                       latent_weight=opts.latent_weight,
-                                      neighbor_raw=None if neighbors is None else (near_x, near_h),
+                                      neighbor_raw=None if neighbors is None else (near_x[kept], near_h[kept]),
                                       neighbor_weight=opts.neighbor_weight,
-                                      column_raw=(errors, near_columns))
+                                      column_raw=(errors[kept], near_columns[kept]))
         graph.calibration = calibration
         # The held-out rows' scores from the raw parts already computed (a second pass through the
         # graph would repeat the networks and the neighbour search).
@@ -521,6 +533,23 @@ def _table(X, source: str, *, min_rows: int) -> tuple[pd.DataFrame, bool]:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{source}: {exc}") from None
     return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])]), False
+
+
+def _network_scores(graph: ScoringGraph, numeric: np.ndarray, categorical: np.ndarray,
+                    val_idx: np.ndarray, latent_weight: float, device: torch.device) -> np.ndarray:
+    """Every row's anomaly score from the networks alone (reconstruction and latent parts,
+    calibrated on the held-out rows ``val_idx``, combined as the anomaly score combines them)."""
+    recon_raw, latent_raw = _batched(graph.raw_parts, numeric, categorical, device)[:2]
+    cal = Calibration.fit(recon_raw[val_idx], latent_raw[val_idx], latent_log=graph.latent_log,
+                          latent_weight=latent_weight)
+    return cal.combine(cal.recon.z(recon_raw.astype(np.float64)),
+                       cal.latent.z(latent_raw.astype(np.float64)), np.zeros(len(recon_raw)))
+
+
+def _least(scores: np.ndarray, trim: float) -> np.ndarray:
+    """Positions of ``scores`` without the ``floor(trim * N)`` highest (ties: the later rows go)."""
+    keep = len(scores) - int(trim * len(scores))
+    return np.argsort(scores, kind="stable")[:keep]
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import Options, epochs_for
+from .config import TRIM_WARMUP_EPOCHS, Options, epochs_for
 from .errors import TrainingError
 from .manifest import TrainResult, epoch_record
 from .model import AAE, FeatureEncoder
@@ -80,21 +80,37 @@ def mmd_imq(z: torch.Tensor, z_prior: torch.Tensor, scales=(0.1, 0.2, 0.5, 1.0, 
     return total
 
 
-def reconstruction_loss(features: FeatureEncoder, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of the mean per-column error (the same errors the score sums)."""
-    return features.column_errors(x, out).mean()
+def trimmed_mean(values: torch.Tensor, trim: float) -> torch.Tensor:
+    """Mean of ``values`` (N,) without the ``floor(trim * N)`` largest: those rows get no gradient."""
+    drop = int(trim * len(values))
+    if drop == 0:
+        return values.mean()
+    return torch.topk(values, len(values) - drop, largest=False, sorted=False).values.mean()
+
+
+def reconstruction_loss(features: FeatureEncoder, x: torch.Tensor, out: torch.Tensor,
+                        trim: float = 0.0) -> torch.Tensor:
+    """Mean over rows of the mean per-column error (the same errors the score sums); with
+    ``trim``, the rows with the largest errors (that share of the batch) are left out."""
+    if not trim:
+        return features.column_errors(x, out).mean()
+    return trimmed_mean(features.column_errors(x, out).mean(1), trim)
 
 
 @torch.no_grad()
-def validation_loss(aae: AAE, features: FeatureEncoder, x_val: torch.Tensor, batch_size: int = 8192) -> float:
-    """Reconstruction loss of held-out rows, deterministic (eval mode, z = mu)."""
+def validation_loss(aae: AAE, features: FeatureEncoder, x_val: torch.Tensor, batch_size: int = 8192,
+                    trim: float = 0.0) -> float:
+    """Reconstruction loss of held-out rows, deterministic (eval mode, z = mu); with ``trim``,
+    without the rows with the largest errors (that share of all held-out rows)."""
     aae.eval()
-    total = 0.0
+    per_row = []
     for start in range(0, len(x_val), batch_size):
         xb = x_val[start:start + batch_size]
         mu, _ = aae.encoder(xb)
-        total += features.column_errors(xb, aae.decoder(mu)).mean(1).sum().item()
-    return total / len(x_val)
+        per_row.append(features.column_errors(xb, aae.decoder(mu)).mean(1))
+    if trim:
+        return trimmed_mean(torch.cat(per_row), trim).item()
+    return sum(errors.sum().item() for errors in per_row) / len(x_val)
 
 
 def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: torch.Tensor,
@@ -106,6 +122,11 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
     record)``. An epoch whose losses turn non-finite or explode is rolled back (the best state is
     restored and the learning rates halved): it gets no record and no progress call, so its number
     is missing from the history, and ``recoveries`` counts it.
+
+    ``opts.recon_trim`` > 0: after ``TRIM_WARMUP_EPOCHS`` epochs, each batch's reconstruction
+    loss leaves out its worst-reconstructed rows (that share of the batch), so that anomalies
+    among the training rows stop being learnt; the validation loss that early stopping watches
+    leaves out that share of the held-out rows from the first epoch on.
 
     The caller seeds torch (``torch.manual_seed``) for reproducible runs.
     """
@@ -134,6 +155,7 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
         # the discriminator's right decisions, kept on the device (no sync per step)
         correct, decisions = torch.zeros((), dtype=torch.long, device=device), 0
         diverged = False
+        trim = opts.recon_trim if epoch > TRIM_WARMUP_EPOCHS else 0.0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             if len(idx) < 2:
@@ -145,7 +167,7 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
             noisy = xb + opts.noise * torch.randn_like(xb) if opts.noise else xb  # denoising
             mu, logvar = aae.encoder(noisy)
             z = aae.encoder.reparameterize(mu, logvar)  # (B, L)
-            recon = reconstruction_loss(features, xb, aae.decoder(z))
+            recon = reconstruction_loss(features, xb, aae.decoder(z), trim)
             if mmd:
                 fooled = mmd_imq(z, aae.prior.sample(len(xb)).to(device))
             else:
@@ -177,7 +199,7 @@ def train_aae(aae: AAE, features: FeatureEncoder, x_train: torch.Tensor, x_val: 
             decisions += d_real.numel() + d_fake.numel()
             steps += 1
 
-        val = math.nan if diverged else validation_loss(aae, features, x_val)
+        val = math.nan if diverged else validation_loss(aae, features, x_val, trim=opts.recon_trim)
         exploded = math.isfinite(result.best_val_loss) and val > EXPLODED * result.best_val_loss
         if diverged or not math.isfinite(val) or exploded:
             # Adversarial training can blow up: go back to the best state with smaller steps.

@@ -198,6 +198,14 @@ def _default(name: str) -> str:
               help="Most training rows kept for the neighbour part (a seeded sample of more); "
                    "scoring time grows with it.  "
                    f"[default: {_default('neighbor_rows')}]")
+@click.option("--recon-trim", type=float, default=None, metavar="SHARE",
+              help="For training rows that may hold anomalies: after a few epochs, leave this "
+                   "share of each batch's worst-reconstructed rows out of the loss, in [0, 0.5).  "
+                   f"[default: {_default('recon_trim')}]")
+@click.option("--reference-trim", type=float, default=None, metavar="SHARE",
+              help="For training rows that may hold anomalies: leave this share of the rows that "
+                   "the networks score highest out of the neighbour part's reference rows and of "
+                   f"calibration, in [0, 0.5).  [default: {_default('reference_trim')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True,

@@ -19,6 +19,8 @@ def test_defaults_are_valid_and_round_trip():
     ("validation_fraction", 0.9), ("hidden_dims", (16,)), ("hidden_dims", (16, -2)),
     ("latent_dim", 0), ("latent_dim", "big"), ("random_state", -1), ("max_categories", 0),
     ("latent_signal", "magic"), ("max_epochs", True), ("max_epochs", "many"),
+    ("recon_trim", -0.1), ("recon_trim", 0.5), ("recon_trim", float("nan")), ("recon_trim", "10%"),
+    ("reference_trim", -0.01), ("reference_trim", 0.9), ("reference_trim", True), ("reference_trim", None),
 ])
 def test_bad_values_are_refused_with_the_option_named(name, value):
     with pytest.raises(OptionError, match=name):

@@ -261,3 +261,65 @@ def test_too_few_held_out_rows_for_the_fpr_are_named(table, caplog):
         lax = AAEDetector(**{**FAST, "max_epochs": 1, "fpr": 0.2}).fit(table)
     assert not [r for r in caplog.records if "held-out rows" in r.getMessage()]
     assert lax.threshold_ < held_out_max  # the 25th of the 30 held-out scores, not the largest
+
+
+# ----------------------------------------------------------- reference_trim (contamination)
+def contaminated(n_normal: int = 760, n_anomalies: int = 40, seed: int = 0):
+    """Normal rows on a line, and a tight cluster of anomalies off it (5% of the rows): in the
+    reference rows, each anomaly finds the other anomalies as its nearest neighbours."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 1, n_normal)
+    normal = np.c_[a, 2 * a + rng.normal(0, 0.1, n_normal), rng.normal(0, 1, n_normal)]
+    odd = np.c_[rng.normal(0, 0.05, n_anomalies), rng.normal(4, 0.05, n_anomalies), rng.normal(0, 0.05, n_anomalies)]
+    X = pd.DataFrame(np.r_[normal, odd], columns=["a", "b", "c"])
+    return X, np.r_[np.zeros(n_normal), np.ones(n_anomalies)]
+
+
+def test_reference_trim_leaves_the_anomalies_out_of_the_reference_rows(tmp_path):
+    X, y = contaminated()
+    opts = {**FAST, "max_epochs": 20}
+    plain = AAEDetector(**opts).fit(X)
+    trimmed = AAEDetector(**opts, reference_trim=0.1).fit(X)
+
+    def bank_rows(det):
+        import torch
+
+        num, cat = (torch.from_numpy(v) for v in det.preprocessor_.transform(X))
+        with torch.no_grad():
+            x = det.graph_.features(num, cat)
+        return (x[:, None, :] == det.graph_.neighbors.x_bank[None]).all(2).any(1).numpy()
+
+    in_plain, in_trimmed = bank_rows(plain), bank_rows(trimmed)
+    assert in_plain.sum() == plain.n_rows_["train"] and in_plain[y == 1].sum() > 20
+    # 10% of the training rows are left out, the anomalies (5%) among them
+    assert in_trimmed.sum() == plain.n_rows_["train"] - int(0.1 * plain.n_rows_["train"])
+    assert in_trimmed[y == 1].sum() == 0
+    # with no anomalies to hide among, every anomaly is far from the reference rows: farther than
+    # 95% of the normal rows, where among the plain reference rows each is close to the others
+    scores = trimmed.score_table(X)["neighbor_score"].to_numpy()
+    before = plain.score_table(X)["neighbor_score"].to_numpy()
+    assert scores[y == 1].min() > np.quantile(scores[y == 0], 0.95)
+    assert before[y == 1].max() < np.median(before[y == 0])
+    assert roc_auc_score(y, -trimmed.score_samples(X)) > roc_auc_score(y, -plain.score_samples(X))
+    # the option is saved with the model and comes back with it
+    trimmed.save(tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert again.reference_trim == 0.1 and again.options_.reference_trim == 0.1
+    pd.testing.assert_frame_equal(again.score_table(X), trimmed.score_table(X))
+
+
+def test_reference_trim_same_data_and_seed_same_model():
+    X, _ = contaminated(seed=1)
+    opts = {**FAST, "reference_trim": 0.05, "recon_trim": 0.05}
+    a, b = AAEDetector(**opts).fit(X), AAEDetector(**opts).fit(X)
+    for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
+        assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
+    assert a.calibration_ == b.calibration_ and a.threshold_ == b.threshold_
+
+
+def test_reference_trim_on_a_table_too_small_to_hold_rows_out():
+    X, _ = contaminated(n_normal=18, n_anomalies=2)
+    with pytest.warns(UserWarning, match="too few to hold any out"):
+        det = AAEDetector(**FAST, reference_trim=0.1).fit(X)
+    assert len(det.graph_.neighbors.x_bank) == 18
+    assert np.isfinite(det.score_samples(X)).all()

@@ -17,8 +17,8 @@ def poison(monkeypatch):
     state = {"steps": 0}
     real = train.reconstruction_loss
 
-    def poisoned(features, x, out):
-        loss = real(features, x, out)
+    def poisoned(features, x, out, *args):
+        loss = real(features, x, out, *args)
         if state["steps"] > 0:
             state["steps"] -= 1
             return loss * float("nan")
@@ -115,3 +115,68 @@ def test_regularizers_pull_the_codes_towards_the_prior(table, regularizer):
     pulled = AAEDetector(**options, adv_weight=0.5).fit(table)
     assert codes_vs_prior(pulled, table) < 0.5 * codes_vs_prior(free, table)
     assert np.isfinite(pulled.score_table(table)[["anomaly_score", "latent_score"]].to_numpy()).all()
+
+
+# ---------------------------------------------------------------- recon_trim (contamination)
+def test_trimmed_loss_gives_rows_with_huge_errors_nothing(fitted, table):
+    """recon_trim=0.1 on a batch of 300 rows: the 30 rows with planted huge errors are exactly the
+    rows left out: the loss is the others' mean, and they get no gradient at all."""
+    import torch
+
+    features = fitted.graph_.features
+    num, cat = (torch.from_numpy(a) for a in fitted.preprocessor_.transform(table))
+    with torch.no_grad():
+        x = features(num, cat)
+    out = (x + 0.1 * torch.randn_like(x)).requires_grad_(True)
+    planted = torch.arange(0, 300, 10)  # 30 rows
+    with torch.no_grad():
+        out[planted] += 1e3
+    loss = train.reconstruction_loss(features, x, out, 0.1)
+    loss.backward()
+    others = torch.ones(300, dtype=torch.bool)
+    others[planted] = False
+    expected = features.column_errors(x[others], out[others]).mean()
+    assert torch.allclose(loss, expected, rtol=1e-6)
+    assert (out.grad[planted] == 0).all() and (out.grad[others].abs().sum(1) > 0).all()
+    # without trim every row counts, and the planted rows dominate
+    assert train.reconstruction_loss(features, x, out) > 100 * loss
+
+
+def test_trimmed_mean_leaves_out_the_largest_share():
+    import torch
+
+    values = torch.tensor([1.0, 100.0, 2.0, 3.0, 50.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    assert train.trimmed_mean(values, 0.2).item() == pytest.approx(np.mean([1, 2, 3, 4, 5, 6, 7, 8]))
+    assert train.trimmed_mean(values, 0.05).item() == pytest.approx(values.mean().item())  # floor(0.5) = 0
+
+
+def test_recon_trim_starts_after_the_warm_up_and_trims_validation(table, monkeypatch):
+    from aaedetect.config import TRIM_WARMUP_EPOCHS
+
+    seen: dict[str, list] = {"batch": [], "validation": []}
+    real_loss, real_val = train.reconstruction_loss, train.validation_loss
+
+    def loss(features, x, out, trim=0.0):
+        seen["batch"].append(trim)
+        return real_loss(features, x, out, trim)
+
+    def validation(*args, trim=0.0, **kwargs):
+        seen["validation"].append(trim)
+        return real_val(*args, trim=trim, **kwargs)
+
+    monkeypatch.setattr(train, "reconstruction_loss", loss)
+    monkeypatch.setattr(train, "validation_loss", validation)
+    epochs = TRIM_WARMUP_EPOCHS + 2
+    det = AAEDetector(**{**FAST, "max_epochs": epochs, "patience": 100, "recon_trim": 0.1}).fit(table)
+    steps = len(seen["batch"]) // epochs
+    assert seen["batch"] == [0.0] * (steps * TRIM_WARMUP_EPOCHS) + [0.1] * (steps * 2)
+    assert seen["validation"] == [0.1] * epochs and det.training_.epochs_run == epochs
+
+
+def test_recon_trim_same_data_and_seed_same_model(table):
+    opts = {**FAST, "max_epochs": 8, "recon_trim": 0.1}
+    a, b = AAEDetector(**opts).fit(table), AAEDetector(**opts).fit(table)
+    for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
+        assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
+    plain = AAEDetector(**{**opts, "recon_trim": 0.0}).fit(table)
+    assert not np.array_equal(a.score_samples(table), plain.score_samples(table))
