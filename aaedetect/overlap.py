@@ -52,8 +52,7 @@ class _Stage:
     def stop(self) -> None:
         """Stop the worker and wait for it (it finishes the item in hand first)."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+        self._thread.join()
 
 
 class Prefetch(_Stage, Generic[T]):
@@ -136,10 +135,8 @@ class Writer(_Stage):
 
     def finish(self) -> None:
         """Wait for every item put to be written; raise the worker's error, if any."""
-        if self._put(_END):
-            self._thread.join()
-        else:
-            self._thread.join()
+        self._put(_END)  # refused only once the worker has stopped on an error
+        self._thread.join()
         self._raise()
 
     def __enter__(self) -> "Writer":
