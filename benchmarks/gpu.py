@@ -91,33 +91,31 @@ def score(args) -> None:
     print("node placement (onnxruntime's log):\n" + _placement(model / "model.onnx") + "\n")
 
     print("| provider | batch rows | graph seconds (median of 3) | rows/s |\n| --- | ---: | ---: | ---: |")
+    rows = len(df)
     results = {}
-    for batch in args.batches:
-        run_session(gpu.session, numeric[:batch], categorical[:batch], batch_rows=batch)  # warm-up
+
+    def timed(key, label: str, session, batch: int) -> None:
+        """A warm-up call, then three passes over every row: their median, and the outputs."""
+        run_session(session, numeric[:batch], categorical[:batch], batch_rows=batch)
         times = []
         for _ in range(3):
             started = time.perf_counter()
-            results[batch] = run_session(gpu.session, numeric, categorical, batch_rows=batch)
+            results[key] = run_session(session, numeric, categorical, batch_rows=batch)
             times.append(time.perf_counter() - started)
         median = statistics.median(times)
-        print(f"| CUDA | {batch:,} | {median:.3f} | {len(df) / median:,.0f} |", flush=True)
+        print(f"| {label} | {batch:,} | {median:.3f} | {rows / median:,.0f} |", flush=True)
+
+    for batch in args.batches:
+        timed(batch, "CUDA", gpu.session, batch)
     if not args.dry_run:  # onnxruntime's default, TF32 on, beside ours (runtime.CUDA_OPTIONS)
         tf32 = ort.InferenceSession(str(model / "model.onnx"), providers=[(CUDA, {"use_tf32": "1"})])
-        batch = args.batches[-1]
-        run_session(tf32, numeric[:batch], categorical[:batch], batch_rows=batch)
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            results["tf32"] = run_session(tf32, numeric, categorical, batch_rows=batch)
-            times.append(time.perf_counter() - started)
-        median = statistics.median(times)
-        print(f"| CUDA, TF32 on | {batch:,} | {median:.3f} | {len(df) / median:,.0f} |", flush=True)
+        timed("tf32", "CUDA, TF32 on", tf32, args.batches[-1])
     cpu = OnnxScorer(model, device="cpu")
     started = time.perf_counter()
     reference = run_session(cpu.session, numeric, categorical, batch_rows=cpu.batch_rows)
     seconds = time.perf_counter() - started
     print(f"| CPU ({os.cpu_count()} cores) | {cpu.batch_rows:,} | {seconds:.3f} (one pass) "
-          f"| {len(df) / seconds:,.0f} |\n")
+          f"| {rows / seconds:,.0f} |\n")
 
     flags_cpu = reference["anomaly_score"] > cpu.threshold
     for key in (args.batches[-1], "tf32"):
@@ -125,14 +123,14 @@ def score(args) -> None:
             continue
         ours = results[key]
         what = f"batch {key:,}" if key != "tf32" else "TF32 on"
-        print(f"## parity, CUDA ({what}) against CPU, all {len(df):,} rows\n")
+        print(f"## parity, CUDA ({what}) against CPU, all {rows:,} rows\n")
         print("| output | largest abs difference | median abs difference | scale (median abs CPU value) |\n"
               "| --- | ---: | ---: | ---: |")
         for name, ref in reference.items():
             diff = np.abs(ours[name].astype(np.float64) - ref)
             print(f"| {name} | {diff.max():.3g} | {np.median(diff):.3g} | {np.median(np.abs(ref)):.3g} |")
         flags_gpu = ours["anomaly_score"] > gpu.threshold
-        print(f"\nflags that differ: {int((flags_gpu != flags_cpu).sum())} of {len(df):,} "
+        print(f"\nflags that differ: {int((flags_gpu != flags_cpu).sum())} of {rows:,} "
               f"({int(flags_cpu.sum()):,} flagged on CPU)\n")
     for name in ("anomaly_score", "neighbor_score"):
         batches = [np.abs(results[b][name] - results[args.batches[0]][name]).max() for b in args.batches]
@@ -146,7 +144,6 @@ def score(args) -> None:
             (f"{args.device}, --chunk-rows 262144 --batch-rows 65536",
              ["--device", args.device, "--chunk-rows", "262144", "--batch-rows", "65536"]),
             ("cpu", ["--device", "cpu"])]
-    rows = sum(1 for _ in open(big)) - 1
     for label, extra in runs:
         wall, peak = measured([*AAEDETECT, "score", str(big), "-m", str(model), "-o", str(out), "-q", *extra])
         print(f"| aaedetect score {label} | {wall:.1f} | {rows / wall:,.0f} | {peak / GIB:.2f} |", flush=True)
