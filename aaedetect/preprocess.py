@@ -1,28 +1,38 @@
 """Schema capture and the table -> arrays step: which columns the model uses, and how.
 
-This module turns a pandas DataFrame into the two arrays the scoring graph takes:
+This module turns a table (a pandas DataFrame, or for scoring also an Arrow table) into the two
+arrays the scoring graph takes:
 
 - ``numeric``: float64 (N, n_numeric), raw values, NaN where missing (inf allowed);
 - ``categorical``: int64 (N, n_categorical), the code of each value in the column's vocabulary.
 
 The numeric scaling itself (robust centre and scale, soft clipping, missing indicators, one-hot)
 happens inside the torch/ONNX graph (``aaedetect.model.FeatureEncoder``) so that training, torch
-scoring and ONNX scoring share one implementation. Everything here is numpy/pandas only: the ONNX
-runtime imports it and must never pull in torch. All state round-trips through plain JSON.
+scoring and ONNX scoring share one implementation. Everything here is numpy/pyarrow/pandas only:
+the ONNX runtime imports it and must never pull in torch; and pandas is imported only where a
+DataFrame is handled, so that scoring an Arrow table (``aaedetect score``) starts without it.
+All state round-trips through plain JSON.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import from_numpy, null_string, strings, to_numpy
 from .errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: One column of a table: a pandas Series, or (scoring an Arrow table) an Arrow array of strings,
+#: numbers or booleans without nulls; Arrow columns of other types are handled as pandas Series.
+Column = Union["pd.Series", pa.Array]
 
 logger = logging.getLogger("aaedetect")
 
@@ -94,6 +104,8 @@ class TabularPreprocessor:
 
         ``scaling``: "standard" (mean and standard deviation) or "robust" (median and IQR / 1.349).
         """
+        import pandas as pd
+
         check_unique_columns(df, source)
         for name in (*categorical, *exclude):
             if name not in df.columns:
@@ -149,9 +161,11 @@ class TabularPreprocessor:
         scale = scale * magnitude if scale * magnitude > 0 else 1.0  # 0 only if underflowing
         self.numeric.append(NumericColumn(name, center, scale, indicator=bool(np.isnan(values).any())))
 
-    def _add_categorical(self, name: str, series: pd.Series, max_categories: int, forced: bool) -> None:
+    def _add_categorical(self, name: str, series: "pd.Series", max_categories: int, forced: bool) -> None:
+        import pandas as pd
+
         spelling = _spelling(series)
-        text = pd.Series(_category_text(series, spelling), dtype=object)
+        text = pd.Series(_category_text(series, spelling).to_pylist(), dtype=object)
         present = text[text.notna()]
         counts = present.value_counts(sort=False)
         has_missing = bool(text.isna().any())
@@ -191,11 +205,12 @@ class TabularPreprocessor:
         fold[np.arange(len(owner)), owner] = 1.0
         return fold
 
-    def transform(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2,
+    def transform(self, df: "pd.DataFrame | pa.Table", *, source: str = "data", first_line: int | None = 2,
                   report: "InputReport | None" = None) -> tuple[np.ndarray, np.ndarray]:
         """Arrays for the scoring graph: numeric float64 (N, n_num) and codes int64 (N, n_cat).
 
-        ``first_line`` is the file line of ``df``'s first row, used in error messages
+        ``df``: a DataFrame, or an Arrow table (read as ``df.to_pandas()`` would be, without
+        pandas). ``first_line`` is the file line of ``df``'s first row, used in error messages
         (``None``: say "row" with a 1-based position instead). Tolerated oddities (missing values
         where training had none, infinities, unseen categories) are counted in ``report``; without
         one they are logged as warnings at once.
@@ -207,11 +222,11 @@ class TabularPreprocessor:
             finally:
                 report.log(source)
         check_unique_columns(df, source)
-        self.check_columns(df.columns, source)
+        self.check_columns(column_names(df), source)
         n = len(df)
         numeric = np.empty((n, len(self.numeric)), dtype=np.float64)
         for j, col in enumerate(self.numeric):
-            series = df[col.name]
+            series = _column(df, col.name)
             check_cells(series, col.name, source, first_line)
             values, bad = _parse_numbers(series)
             if bad.any():
@@ -222,12 +237,13 @@ class TabularPreprocessor:
             numeric[:, j] = values
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, col in enumerate(self.categorical):
-            check_cells(df[col.name], col.name, source, first_line)
-            text = _category_text(df[col.name], col.spelling)
-            found = pd.Index(col.categories, dtype=object).get_indexer(text).astype(np.int64)
-            is_missing = pd.isna(text)
-            unseen = (found < 0) & ~is_missing
-            found[found < 0] = col.other_code
+            series = _column(df, col.name)
+            check_cells(series, col.name, source, first_line)
+            text = _category_text(series, col.spelling)
+            found = to_numpy(pc.index_in(text, value_set=strings(col.categories)))  # NaN: not found
+            is_missing = to_numpy(pc.is_null(text), bool)
+            unseen = np.isnan(found) & ~is_missing
+            found = np.where(np.isnan(found), col.other_code, found).astype(np.int64)
             if col.has_missing:
                 found[is_missing] = col.other_code + 1
             report.add(col.name, "unseen", int(unseen.sum()))
@@ -313,10 +329,31 @@ class InputReport:
 
 
 # ---------------------------------------------------------------------- helpers
-def check_unique_columns(df: pd.DataFrame, source: str) -> None:
-    duplicated = df.columns[df.columns.duplicated()]
-    if len(duplicated):
-        raise DataError(f"{source}: column {duplicated[0]!r} appears more than once in the header")
+def column_names(df: "pd.DataFrame | pa.Table") -> list:
+    return df.column_names if isinstance(df, pa.Table) else list(df.columns)
+
+
+def _column(df: "pd.DataFrame | pa.Table", name: str) -> Column:
+    """One column of ``df``, as the helpers below take it. An Arrow column stays Arrow when it
+    holds text, numbers, or booleans without nulls (what CSV gives, and most Parquet columns);
+    any other type becomes the Series that ``to_pandas`` makes of it, so both kinds of table
+    give the same values and errors."""
+    if not isinstance(df, pa.Table):
+        return df[name]
+    column = df.column(name)
+    kind = column.type
+    if (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or pa.types.is_floating(kind) or (pa.types.is_boolean(kind) and column.null_count == 0)):
+        return column.combine_chunks()
+    return column.to_pandas()
+
+
+def check_unique_columns(df: "pd.DataFrame | pa.Table", source: str) -> None:
+    seen = set()
+    for name in column_names(df):
+        if name in seen:
+            raise DataError(f"{source}: column {name!r} appears more than once in the header")
+        seen.add(name)
 
 
 #: What ``pandas.api.types.infer_dtype`` says of an object column that holds scalars only.
@@ -325,10 +362,14 @@ _SCALAR_KINDS = frozenset({"string", "empty", "integer", "floating", "mixed-inte
                            "time", "period", "bytes"})
 
 
-def check_cells(series: pd.Series, column: str, source: str, first_line: int | None) -> None:
+def check_cells(series: Column, column: str, source: str, first_line: int | None) -> None:
     """Refuse a column that is not a table column: complex numbers, or cells holding containers
     (a dict, list, set, array, ...), which would otherwise be read as text. Object columns of plain
     values cost one pass of pandas' type inference; only mixed ones are scanned cell by cell."""
+    if isinstance(series, pa.Array):  # text, numbers or booleans (see _column)
+        return
+    import pandas as pd
+
     if pd.api.types.is_complex_dtype(series):
         raise DataError(f"{source}: column {column!r} holds complex numbers, which are not supported")
     if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) in _SCALAR_KINDS:
@@ -341,17 +382,34 @@ def check_cells(series: pd.Series, column: str, source: str, first_line: int | N
                             f"(a number, text, a boolean or a date)")
 
 
-_MISSING_ARRAY = pa.array(sorted(MISSING_TOKENS))
-_BOOLEAN_WORDS = pa.array(["true", "false"])
+_MISSING_ARRAY = strings(sorted(MISSING_TOKENS))
+_BOOLEAN_WORDS = strings(["true", "false"])
 
 
-def _is_plain(series: pd.Series) -> bool:
+def _is_bool(series: Column) -> bool:
+    if isinstance(series, pa.Array):
+        return pa.types.is_boolean(series.type)
+    import pandas as pd
+
+    return pd.api.types.is_bool_dtype(series)
+
+
+def _is_plain(series: Column) -> bool:
     """Numbers or booleans already (no text to parse)."""
+    if isinstance(series, pa.Array):
+        return not (pa.types.is_string(series.type) or pa.types.is_large_string(series.type))
+    import pandas as pd
+
     return pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
 
 
-def _text(series: pd.Series) -> pa.Array:
+def _text(series: Column) -> pa.Array:
     """The values as an Arrow string array; null where pandas sees a missing value."""
+    if isinstance(series, pa.Array):
+        # Numbers: Arrow's text, which differs from str() of pandas' values only where no caller
+        # reads it (str(3.0) is "3.0", Arrow's "3": _category_text writes every finite number
+        # itself and reads the text of infinities alone, "inf" and "-inf" in both).
+        return series.cast(pa.string())
     try:
         return pa.array(series, type=pa.string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # an object column mixing strings and other things
@@ -361,17 +419,24 @@ def _text(series: pd.Series) -> pa.Array:
 
 def _missing_in(text: pa.Array) -> pa.Array:
     """Boolean array: null, or one of the missing-value tokens once whitespace is trimmed."""
-    trimmed = pc.utf8_trim_whitespace(text)
-    return pc.fill_null(pc.is_in(trimmed, value_set=_MISSING_ARRAY), True)
+    # is_in gives false, not null, for a null: a missing cell of a DataFrame or Parquet column.
+    return pc.or_(pc.is_in(pc.utf8_trim_whitespace(text), value_set=_MISSING_ARRAY), pc.is_null(text))
 
 
-def _missing_mask(series: pd.Series) -> np.ndarray:
-    if _is_plain(series):
-        return series.isna().to_numpy(dtype=bool, copy=True)
-    return _missing_in(_text(series)).to_numpy(zero_copy_only=False)
+def _missing(series: Column) -> pa.Array:
+    """Boolean array: the missing values (NaN and null in numbers; see _missing_in for text)."""
+    if not _is_plain(series):
+        return _missing_in(_text(series))
+    if isinstance(series, pa.Array):
+        return pc.is_null(series, nan_is_null=True)
+    return pc.cast(from_numpy(series.isna().to_numpy(dtype=np.uint8)), pa.bool_())
 
 
-def _parse_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _missing_mask(series: Column) -> np.ndarray:
+    return to_numpy(_missing(series), bool)
+
+
+def _parse_numbers(series: Column) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values, ``bad``): NaN for missing tokens; ``bad`` marks present values that are
     not numbers. Numbers are what pandas.to_numeric reads (inf, 1e5, +3, .5; not 1,5 or 0x10)."""
     if _is_plain(series):
@@ -381,36 +446,41 @@ def _parse_numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         # Fastest path: every cell is a number as it stands (Arrow reads "nan" as NaN, and fails on
         # whitespace, "" and the other missing tokens, which the path below then handles): the
         # same values as that path, without trimming and looking up missing tokens first.
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False), np.zeros(len(series), dtype=bool)
+        return to_numpy(pc.cast(text, pa.float64())), np.zeros(len(series), dtype=bool)
     except pa.ArrowInvalid:
         pass
     missing = _missing_in(text)
-    candidate = pc.if_else(missing, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(text))
-    missing = missing.to_numpy(zero_copy_only=False)
+    candidate = pc.if_else(missing, null_string(), pc.utf8_trim_whitespace(text))
+    missing = to_numpy(missing, bool)
     try:
         # Fast path (Arrow's parser, ~50x faster than to_numeric); it accepts a subset of what
         # to_numeric accepts, with the same values, so falling back changes no result.
-        values = pc.cast(candidate, pa.float64()).to_numpy(zero_copy_only=False)
-        return values, np.zeros(len(series), dtype=bool)
+        return to_numpy(pc.cast(candidate, pa.float64())), np.zeros(len(series), dtype=bool)
     except pa.ArrowInvalid:
+        import pandas as pd
+
         values = pd.to_numeric(pd.Series(candidate.to_pandas(), dtype=object), errors="coerce")
         values = values.astype("float64").to_numpy()
         return values, np.isnan(values) & ~missing
 
 
-def _as_float(series: pd.Series) -> np.ndarray:
+def _as_float(series: Column) -> np.ndarray:
+    if isinstance(series, pa.Array):  # numbers, or booleans without nulls; nulls become NaN
+        return to_numpy(series)
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series):
         return series.astype("float64").to_numpy()
     return pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _spelling(series: pd.Series) -> str:
+def _spelling(series: "pd.Series") -> str:
     """How a categorical column's values are normalised: "number" for codes that are numbers
     (``1`` from CSV and ``1.0`` from a float column are one category), "boolean" for true/false
     in any case (a bool column, or ``TRUE``/``true`` in text), "text" otherwise (exact)."""
-    if pd.api.types.is_bool_dtype(series):
+    if _is_bool(series):
         return "boolean"
-    if pd.api.types.is_numeric_dtype(series):
+    if _is_plain(series):
         return "number"
     text = _text(series)
     present = pc.filter(text, pc.invert(_missing_in(text)))
@@ -421,32 +491,34 @@ def _spelling(series: pd.Series) -> str:
     return "number" if len(present) and not bad.any() else "text"
 
 
-def _category_text(series: pd.Series, spelling: str) -> np.ndarray:
-    """Values as text (object array, None for missing), normalised as ``spelling`` says."""
+def _category_text(series: Column, spelling: str) -> pa.Array:
+    """Values as an Arrow string array (null for missing), normalised as ``spelling`` says."""
     if spelling == "number":
         parsed, _ = _parse_numbers(series)
-        text = _text(series).to_numpy(zero_copy_only=False).astype(object)
+        text = np.array(_text(series).to_pylist(), dtype=object)
         ok = np.isfinite(parsed)
         integral = ok & (np.floor(parsed) == parsed) & (np.abs(parsed) < 2**53)
         text[integral] = [str(int(v)) for v in parsed[integral]]
         text[ok & ~integral] = [repr(float(v)) for v in parsed[ok & ~integral]]
+        text = strings(text)
+    elif spelling == "boolean" and _is_bool(series):
+        flags = to_numpy(series, bool) if isinstance(series, pa.Array) else series.to_numpy(dtype=bool)
+        text = pc.if_else(pc.cast(from_numpy(flags.astype(np.uint8)), pa.bool_()), _BOOLEAN_WORDS[0],
+                          _BOOLEAN_WORDS[1])
     elif spelling == "boolean":
-        if pd.api.types.is_bool_dtype(series):
-            text = np.where(series.to_numpy(dtype=bool), "true", "false").astype(object)
-        else:
-            text = pc.utf8_lower(pc.utf8_trim_whitespace(_text(series))).to_numpy(zero_copy_only=False).astype(object)
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(_text(series)))
     else:
-        text = _text(series).to_numpy(zero_copy_only=False).astype(object)
-    text[_missing_mask(series)] = None
-    return text
+        text = _text(series)
+    return pc.if_else(_missing(series), null_string(), text)
 
 
-def _bad_number(source: str, column: str, series: pd.Series, bad: np.ndarray,
+def _bad_number(source: str, column: str, series: Column, bad: np.ndarray,
                 first_line: int | None, *, hint: bool) -> DataError:
     i = int(np.flatnonzero(bad)[0])
     more = f" ({int(bad.sum())} such values)" if bad.sum() > 1 else ""
     message = (f"{source}: column {column!r}, {_where(first_line, i)}: "
-               f"{_clipped(str(series.iloc[i]))!r} is not a number{more}")
+               f"{_clipped(str(series[i].as_py() if isinstance(series, pa.Array) else series.iloc[i]))!r} "
+               f"is not a number{more}")
     if hint:
         message += f"; fix it, or pass --categorical {column} or --exclude {column}"
     return DataError(message)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 from .artifacts import ModelDir
 from .config import DEVICES, SCORE_BATCH_ROWS
 from .errors import ModelFormatError, OptionError
 from .preprocess import TabularPreprocessor
 from .scoring import Calibration, FrameScorer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger("aaedetect")
 
@@ -255,7 +257,7 @@ class OnnxScorer(FrameScorer):
             raise OptionError(f"{self.model_dir.path / ONNX_FILE} was written before explanations; "
                               f"write it again with 'aaedetect export -m {self.model_dir.path}'")
 
-    def score_table(self, df: pd.DataFrame, *, source: str = "data", explain: int = 0) -> pd.DataFrame:
+    def score_table(self, df: "pd.DataFrame", *, source: str = "data", explain: int = 0) -> "pd.DataFrame":
         """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly``
         appended (see :data:`aaedetect.scoring.SCORE_COLUMNS`); ``explain=K`` adds
         ``top_columns`` and ``top_shares`` (see :meth:`FrameScorer.score_frame`)."""

@@ -1,4 +1,4 @@
-"""Score calibration, thresholds and the output table (numpy and pandas only, never torch).
+"""Score calibration, thresholds and the output table (numpy, pyarrow and pandas, never torch).
 
 Both engines (torch and onnxruntime) produce the graph's outputs; this module fits the calibration
 that the graph applies (:class:`Calibration`, which also owns the formula that combines the
@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
+from .arrays import from_numpy, strings
 from .config import PART_CAP
 from .errors import DataError, OptionError
-from .preprocess import InputReport, TabularPreprocessor
+from .preprocess import InputReport, TabularPreprocessor, column_names
+
+if TYPE_CHECKING:  # imported where a DataFrame is made: scoring Arrow tables needs no pandas
+    import pandas as pd
 
 SCORE_COLUMNS = ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly")
 #: Added after the score columns with ``explain=K`` (``--explain K``).
@@ -283,21 +287,40 @@ def check_no_score_columns(columns, source: str, explain: int = 0) -> None:
                         f"overwrite; rename or drop it (--exclude does not apply to output)")
 
 
-def output_frame(df: pd.DataFrame, outputs: dict[str, np.ndarray], threshold: float,
-                 explained: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Every input column, in order and untouched, followed by the score columns (and the
+def score_columns(outputs: dict[str, np.ndarray], threshold: float,
+                  explained: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The columns appended to a scored table, in order: :data:`SCORE_COLUMNS` (and the
     explanation columns, when given)."""
     # Scores stay float32, as the graph computes them: CSV then shows no spurious digits.
     anomaly = np.asarray(outputs["anomaly_score"])
-    scores = pd.DataFrame({
+    return {
         "anomaly_score": anomaly,
         "recon_score": np.asarray(outputs["recon_score"]),
         "latent_score": np.asarray(outputs["latent_score"]),
         "neighbor_score": np.asarray(outputs["neighbor_score"]),
         "is_anomaly": (anomaly > threshold).astype(np.int8),
-        **{name: pd.array(values, dtype="string") for name, values in (explained or {}).items()},
-    }, index=df.index)
-    return pd.concat([df, scores], axis=1)
+        **(explained or {}),
+    }
+
+
+def output_frame(df: "pd.DataFrame", outputs: dict[str, np.ndarray], threshold: float,
+                 explained: dict[str, np.ndarray] | None = None) -> "pd.DataFrame":
+    """Every input column, in order and untouched, followed by the score columns (and the
+    explanation columns, when given)."""
+    import pandas as pd
+
+    columns = score_columns(outputs, threshold, explained)
+    for name in explained or {}:
+        columns[name] = pd.array(columns[name], dtype="string")
+    return pd.concat([df, pd.DataFrame(columns, index=df.index)], axis=1)
+
+
+def output_table(table: pa.Table, outputs: dict[str, np.ndarray], threshold: float,
+                 explained: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """:func:`output_frame` for an Arrow table: its columns untouched, then the score columns."""
+    for name, values in score_columns(outputs, threshold, explained).items():
+        table = table.append_column(name, strings(values) if name in (explained or {}) else from_numpy(values))
+    return table
 
 
 class FrameScorer:
@@ -319,8 +342,8 @@ class FrameScorer:
         if isinstance(explain, bool) or not isinstance(explain, (int, np.integer)) or explain < 0:
             raise OptionError(f"explain={explain!r}: must be a whole number of columns, 0 for none")
 
-    def score_frame(self, df: pd.DataFrame, *, source: str = "data", first_line: int | None = 2,
-                    report: InputReport | None = None, explain: int = 0) -> pd.DataFrame:
+    def score_frame(self, df: "pd.DataFrame", *, source: str = "data", first_line: int | None = 2,
+                    report: InputReport | None = None, explain: int = 0) -> "pd.DataFrame":
         """``df`` with ``anomaly_score, recon_score, latent_score, neighbor_score, is_anomaly`` appended,
         and with ``explain=K`` also ``top_columns`` and ``top_shares``: the K model columns that
         contribute most to each row's anomaly_score, and their shares (see :func:`column_shares`).
@@ -328,21 +351,33 @@ class FrameScorer:
         ``source`` and ``first_line`` serve error messages (file name, line of the first row);
         ``report`` collects warnings over several calls (see ``TabularPreprocessor.transform``).
         """
+        return output_frame(df, *self._score(df, source, first_line, report, explain))
+
+    def score_arrow(self, table: pa.Table, *, source: str = "data", first_line: int | None = 2,
+                    report: InputReport | None = None, explain: int = 0) -> pa.Table:
+        """:meth:`score_frame` for an Arrow table (the same scores; pandas is not used): the
+        table's columns untouched, then the score columns (float32, and ``is_anomaly`` int8)."""
+        return output_table(table, *self._score(table, source, first_line, report, explain))
+
+    def _score(self, data, source, first_line, report, explain):
+        """(graph outputs, threshold, explanation columns or None) for a DataFrame or Arrow table."""
         self.check_explain(explain)
-        check_no_score_columns(df.columns, source, explain)
-        numeric, categorical = self.preprocessor.transform(df, source=source, first_line=first_line,
+        check_no_score_columns(column_names(data), source, explain)
+        numeric, categorical = self.preprocessor.transform(data, source=source, first_line=first_line,
                                                            report=report)
         outputs = self.run_arrays(numeric, categorical)
         explained = None
         if explain:
             explained = explanation_columns(column_shares(outputs, self.calibration),
                                             self.preprocessor.columns, explain)
-        return output_frame(df, outputs, self.threshold, explained)
+        return outputs, self.threshold, explained
 
-    def explain_table(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
+    def explain_table(self, df: "pd.DataFrame", *, source: str = "data") -> "pd.DataFrame":
         """Each row's shares of its anomaly_score by model column (rows sum to 1; see
         :func:`column_shares`), as a table with ``df``'s index and the model's columns."""
         self.check_explain(1)
         numeric, categorical = self.preprocessor.transform(df, source=source, first_line=None)
         shares = column_shares(self.run_arrays(numeric, categorical), self.calibration)
+        import pandas as pd
+
         return pd.DataFrame(shares, index=df.index, columns=self.preprocessor.columns)

@@ -25,13 +25,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .config import DEFAULT_CHUNK_ROWS
 from .errors import DataError, PathError, check_not_stopped
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: `aaedetect score` never needs it
+    import pandas as pd
 
 STDIO = "-"
 _SNIFF_BYTES = 64 * 1024
@@ -136,25 +140,42 @@ class TableSource:
                                        strings_can_be_null=False, quoted_strings_can_be_null=False)
         return dict(read_options=read, parse_options=parse, convert_options=convert)
 
-    def read(self) -> pd.DataFrame:
+    def read(self) -> "pd.DataFrame":
         """The whole table."""
         if self.format == "parquet":
-            return next(self._parquet_chunks(None))[0]
+            return next(self._parquet_chunks(None))[0].to_pandas()
+        return self._read_csv().to_pandas()
+
+    def _read_csv(self) -> pa.Table:
         with self._errors():
             with self._stream() as raw:
-                table = pacsv.read_csv(raw, **self._csv_options())
-        return table.to_pandas()
+                return pacsv.read_csv(raw, **self._csv_options())
 
-    def chunks(self, *, chunk_rows: int | None = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[pd.DataFrame, int | None]]:
-        """(chunk, file line of its first row) pairs; the line is None for Parquet.
+    def chunks(self, *, chunk_rows: int | None = DEFAULT_CHUNK_ROWS, arrow: bool = False
+               ) -> Iterator[tuple["pd.DataFrame | pa.Table", int | None]]:
+        """(chunk, file line of its first row) pairs; the line is None for Parquet. Chunks are
+        DataFrames, or with ``arrow=True`` Arrow tables (as read, without pandas).
 
         Line numbers assume one line per row (no blank lines, no line breaks inside quotes).
         """
+        tables = self._arrow_chunks(chunk_rows)
+        if arrow:
+            for table, line in tables:
+                yield _without_pandas_index(table), line
+            return
+        for table, line in tables:
+            try:
+                df = table.to_pandas()
+            except pa.ArrowException as exc:  # a Parquet type pandas has no counterpart for
+                raise DataError(f"{self.name}: cannot be read as a table ({str(exc).splitlines()[0]})") from None
+            yield df, line
+
+    def _arrow_chunks(self, chunk_rows: int | None) -> Iterator[tuple[pa.Table, int | None]]:
         if self.format == "parquet":
             yield from self._parquet_chunks(chunk_rows)
             return
         if chunk_rows is None:
-            yield self.read(), 2
+            yield self._read_csv(), 2
             return
         line = 2
         with self._errors(), self._stream() as raw:
@@ -167,14 +188,14 @@ class TableSource:
                 rows += batch.num_rows
                 while rows >= chunk_rows:
                     table = pa.Table.from_batches(pending)
-                    yield table.slice(0, chunk_rows).to_pandas(), line
+                    yield table.slice(0, chunk_rows), line
                     rest = table.slice(chunk_rows)
                     line, pending, rows, yielded = line + chunk_rows, rest.to_batches(), rest.num_rows, True
             if rows or not yielded:  # the rest; or, for a header-only file, an empty table
-                yield pa.Table.from_batches(pending, schema=reader.schema).to_pandas(), line
+                yield pa.Table.from_batches(pending, schema=reader.schema), line
 
     def sample(self, rows: int, *, seed: int = 0, chunk_rows: int = DEFAULT_CHUNK_ROWS
-               ) -> tuple[pd.DataFrame, int]:
+               ) -> tuple["pd.DataFrame", int]:
         """(a seeded uniform sample of at most ``rows`` rows, the table's row count), read in chunks.
 
         Bottom-k reservoir sampling: each row gets a random key from one seeded stream, and the
@@ -185,6 +206,8 @@ class TableSource:
         """
         if rows < 1:
             raise DataError(f"--max-rows {rows}: must be at least 1")
+        import pandas as pd
+
         rng = np.random.default_rng(seed)
         kept: pd.DataFrame | None = None
         kept_keys = np.empty(0)
@@ -248,7 +271,7 @@ class TableSource:
                 offset += len(block)
         return None
 
-    def _parquet_chunks(self, chunk_rows: int | None) -> Iterator[tuple[pd.DataFrame, None]]:
+    def _parquet_chunks(self, chunk_rows: int | None) -> Iterator[tuple[pa.Table, None]]:
         import pyarrow.parquet as pq
 
         try:
@@ -258,16 +281,31 @@ class TableSource:
                 dup = next(n for n in names if names.count(n) > 1)
                 raise DataError(f"{self.name}: column {dup!r} appears more than once")
             if chunk_rows is None:
-                yield pf.read().to_pandas(), None
+                yield pf.read(), None
                 return
             empty = True
             for batch in pf.iter_batches(batch_size=chunk_rows):
                 empty = False
-                yield batch.to_pandas(), None
+                yield pa.Table.from_batches([batch]), None
             if empty:
-                yield pf.schema_arrow.empty_table().to_pandas(), None
+                yield pf.schema_arrow.empty_table(), None
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.name}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+
+
+def _without_pandas_index(table: pa.Table) -> pa.Table:
+    """The columns ``table.to_pandas()`` keeps as columns: a Parquet file written by pandas holds
+    a non-default index as a column (``__index_level_0__``) that pandas makes the index again,
+    and a scored table does not keep; also drops the schema's metadata, which would describe the
+    input's columns, not the output's."""
+    import json
+
+    metadata = table.schema.metadata or {}
+    if b"pandas" in metadata:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            index = json.loads(metadata[b"pandas"]).get("index_columns", [])
+            table = table.drop_columns([c for c in index if isinstance(c, str) and c in table.column_names])
+    return table.replace_schema_metadata(None)
 
 
 def _check_readable(path: str) -> None:
@@ -311,8 +349,10 @@ class AtomicOutput:
         self._csv = None
         self.rows = 0
 
-    def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+    def write(self, table: "pa.Table | pd.DataFrame") -> None:
+        """Append rows: an Arrow table, or a DataFrame (its index is not written)."""
+        if not isinstance(table, pa.Table):
+            table = pa.Table.from_pandas(table, preserve_index=False)
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -326,10 +366,10 @@ class AtomicOutput:
                 gz = self.path.lower().endswith(".gz")
                 self._csv = gzip.open(self._tmp, "wb") if gz else open(self._tmp, "wb")
                 header = io.StringIO()
-                csv.writer(header, lineterminator="\n").writerow(df.columns)
+                csv.writer(header, lineterminator="\n").writerow(table.column_names)
                 self._csv.write(header.getvalue().encode("utf-8"))
             _write_csv_rows(table, self._csv)
-        self.rows += len(df)
+        self.rows += table.num_rows
 
     def write_bytes(self, data: bytes) -> None:
         """Raw bytes as the whole output (for files that are not tables, such as an ONNX graph)."""

@@ -217,3 +217,65 @@ def test_not_numbers(text):
 
     values, bad = _parse_numbers(pd.Series(["1", text], dtype=object))
     assert bad.tolist() == [False, True] and np.isnan(values[1])
+
+
+def _typed_table(rows, seed):
+    """An Arrow table with the column types CSV and Parquet files bring."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    pick = lambda options: [options[i] for i in rng.integers(0, len(options), rows)]  # noqa: E731
+    return pa.table({
+        "text_number": pa.array(pick(["1.5", " 2", "NA", "", "inf", "-3e2", "7", "nan", "0.25 "]), pa.string()),
+        "int_nulls": pa.array(pick([1, 5, None, -7, 2**40]), pa.int64()),
+        "float_odd": pa.array(pick([0.5, float("nan"), float("inf"), -1.0, None, 3.25]), pa.float64()),
+        "small_float": pa.array(rng.normal(size=rows).astype(np.float32)),
+        "flag": pa.array(pick([True, False])),
+        "flag_nulls": pa.array(pick([True, False, None])),
+        "word_nulls": pa.array(pick(["red", "green", None, "blue", "new" if seed else "red"]), pa.string()),
+        "large_word": pa.array(pick(["a", "b", "c"]), pa.large_string()),
+        "dict_word": pa.array(pick(["x", "y", "z"])).dictionary_encode(),
+        "code_int": pa.array(pick([1, 2, 3, 4 if seed else 1]), pa.int32()),
+        "code_text": pa.array(pick(["1", "2.0", "2.5", " 3", "NULL"]), pa.string()),
+        "bool_text": pa.array(pick(["TRUE", "false", " True", ""]), pa.string()),
+        "when": pa.array(pick([0, 86_400_000_000, 2 * 86_400_000_000]), pa.timestamp("us")),
+    })
+
+
+def test_arrow_tables_transform_like_their_dataframes():
+    """`aaedetect score` transforms the Arrow tables it reads; the Python API, DataFrames. Both
+    give the same arrays and warnings for every column type a CSV or Parquet file brings."""
+    from aaedetect.preprocess import InputReport
+
+    train = _typed_table(300, seed=0)
+    pre = fit(train.to_pandas(), categorical=("code_int", "code_text"))
+    kinds = {c.name: "numeric" for c in pre.numeric} | {c.name: c.spelling for c in pre.categorical}
+    assert kinds == {"text_number": "numeric", "int_nulls": "numeric", "float_odd": "numeric",
+                     "small_float": "numeric", "flag": "boolean", "flag_nulls": "boolean",
+                     "word_nulls": "text", "large_word": "text", "dict_word": "text", "code_int": "number",
+                     "code_text": "number", "bool_text": "boolean", "when": "text"}
+    new = _typed_table(200, seed=1)  # with unseen categories and new missing values
+    reports = InputReport(), InputReport()
+    from_arrow = pre.transform(new, report=reports[0])
+    from_pandas = pre.transform(new.to_pandas(), report=reports[1])
+    for a, b in zip(from_arrow, from_pandas):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert reports[0].counts == reports[1].counts and reports[0].counts
+
+
+def test_missing_cells_of_object_columns_are_missing_not_bad_numbers():
+    """A None in a DataFrame (or a null in Parquet) is a missing value, also in a column whose
+    other cells need the slow parse: an error names the cell that is not a number."""
+    from aaedetect.preprocess import _missing_mask, _parse_numbers
+
+    series = pd.Series([None, "1", " 2", "1,5"], dtype=object)
+    assert _missing_mask(series).tolist() == [True, False, False, False]
+    values, bad = _parse_numbers(series)
+    assert bad.tolist() == [False, False, False, True]
+    np.testing.assert_array_equal(values[:3], [np.nan, 1.0, 2.0])
+    pre = fit(pd.DataFrame({"v": np.arange(30.0), "w": np.arange(30.0) % 7}))
+    with pytest.raises(DataError, match=r"column 'v', line 5: '1,5' is not a number"):
+        pre.transform(pd.DataFrame({"v": series, "w": [1.0] * 4}))
+    pre_text = fit(pd.DataFrame({"v": [None] * 10 + [str(i) for i in range(30)], "w": np.arange(40.0)}))
+    assert [c.name for c in pre_text.numeric] == ["v", "w"] and pre_text.numeric[0].indicator

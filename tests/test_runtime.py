@@ -12,6 +12,7 @@ import pytest
 from aaedetect import runtime
 from aaedetect.errors import ModelFormatError, OptionError
 from aaedetect.runtime import OnnxScorer
+from aaedetect.scoring import SCORE_COLUMNS
 
 SCORES = ["anomaly_score", "recon_score", "latent_score", "neighbor_score"]
 
@@ -147,6 +148,7 @@ def test_runtime_never_imports_torch(model_dir, csv_file):
 import pandas as pd
 import aaedetect.runtime
 from aaedetect.runtime import OnnxScorer
+from aaedetect.scoring import SCORE_COLUMNS
 
 SCORES = ["anomaly_score", "recon_score", "latent_score", "neighbor_score"]
 out = OnnxScorer({str(model_dir)!r}).score_table(pd.read_csv({str(csv_file)!r}))
@@ -184,3 +186,65 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pyspark")))
 """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_arrow_tables_score_like_their_dataframes(model_dir, table):
+    """`aaedetect score` scores Arrow tables; the Python API, DataFrames: the same numbers."""
+    import pyarrow as pa
+
+    scorer = OnnxScorer(model_dir)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    from_arrow = scorer.score_arrow(arrow, explain=2)
+    from_pandas = scorer.score_frame(table, explain=2)
+    assert from_arrow.column_names == list(from_pandas.columns)
+    assert from_arrow.column("anomaly_score").type == pa.float32()
+    assert from_arrow.column("is_anomaly").type == pa.int8()
+    for name in ("anomaly_score", "recon_score", "latent_score", "neighbor_score", "is_anomaly",
+                 "top_columns", "top_shares"):
+        assert from_arrow.column(name).to_pylist() == from_pandas[name].tolist(), name
+    assert from_pandas["is_anomaly"].sum() > 0
+
+
+def test_score_command_never_imports_pandas(model_dir, table, tmp_path):
+    """A small `aaedetect score` starts fast: its path (CSV in, scores and explanations out) does
+    without pandas, the slowest of its imports. (``--label`` computes AUROC with scikit-learn,
+    which imports pandas itself.)"""
+    data, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    small = table.head(20)
+    small.to_csv(data, index=False)
+    result = run_python(f"""
+import sys
+from aaedetect_cli.main import main
+try:
+    main(["score", {str(data)!r}, "-m", {str(model_dir)!r}, "-o", {str(out)!r}, "--explain", "2"])
+finally:
+    assert "pandas" not in sys.modules, "pandas imported"
+""")
+    assert result.returncode == 0, result.stderr
+    scored = pd.read_csv(out)
+    expected = OnnxScorer(model_dir).score_table(pd.read_csv(data, dtype=str, keep_default_na=False), explain=2)
+    np.testing.assert_array_equal(scored["anomaly_score"].to_numpy(np.float32),
+                                  expected["anomaly_score"].to_numpy(np.float32))
+    assert scored["top_columns"].tolist() == expected["top_columns"].tolist()
+
+
+def test_parquet_columns_pass_through_with_their_types(model_dir, table, tmp_path):
+    """Scoring Parquet keeps every input column's Arrow type (an integer column with nulls stays
+    integer); a pandas index stored in the file is left out, as pandas would make it the index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aaedetect.pipeline import score_file
+
+    arrow = pa.Table.from_pandas(table.set_axis(range(100, 400)), preserve_index=True)
+    assert "__index_level_0__" in arrow.column_names
+    arrow = arrow.append_column("count", pa.array([None, 1, 2] * 100, pa.int64()))
+    data, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(arrow, data)
+    score_file(data, OnnxScorer(model_dir), out, chunk_rows=64)
+    scored = pq.read_table(out)
+    assert scored.column_names == [*table.columns, "count", *SCORE_COLUMNS]
+    assert scored.schema.field("count").type == pa.int64()
+    assert scored.column("count").to_pylist() == arrow.column("count").to_pylist()
+    assert scored.column("kind").to_pylist() == table["kind"].tolist()
+
