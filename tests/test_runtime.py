@@ -207,7 +207,7 @@ def test_arrow_tables_score_like_their_dataframes(model_dir, table):
 
 def test_score_command_never_imports_pandas(model_dir, table, tmp_path):
     """A small `aaedetect score` starts fast: its path (CSV in, scores and explanations out) does
-    without pandas, the slowest of its imports. (``--label`` computes AUROC with scikit-learn,
+    without pandas and the onnx package, the slowest of its imports. (``--label`` computes AUROC with scikit-learn,
     which imports pandas itself.)"""
     data, out = tmp_path / "in.csv", tmp_path / "out.csv"
     small = table.head(20)
@@ -219,6 +219,7 @@ try:
     main(["score", {str(data)!r}, "-m", {str(model_dir)!r}, "-o", {str(out)!r}, "--explain", "2"])
 finally:
     assert "pandas" not in sys.modules, "pandas imported"
+    assert "onnx" not in sys.modules, "onnx imported"  # only its protobuf classes (see below)
 """)
     assert result.returncode == 0, result.stderr
     scored = pd.read_csv(out)
@@ -248,3 +249,21 @@ def test_parquet_columns_pass_through_with_their_types(model_dir, table, tmp_pat
     assert scored.column("count").to_pylist() == arrow.column("count").to_pylist()
     assert scored.column("kind").to_pylist() == table["kind"].tolist()
 
+
+def test_the_graph_check_loads_onnx_protobuf_classes_that_onnx_then_shares(model_dir):
+    """verify_graph reads the graph with onnx's generated protobuf module alone; an `import onnx`
+    later in the process (an export, a user's own code) finds that module and works as usual."""
+    result = run_python(f"""
+import sys
+from aaedetect.runtime import OnnxScorer, _onnx_proto
+OnnxScorer({str(model_dir)!r})
+assert "onnx" not in sys.modules and "onnx.onnx_ml_pb2" in sys.modules
+import onnx
+from onnx import onnx_ml_pb2
+model = onnx.load({str(model_dir / "model.onnx")!r})
+assert type(model) is _onnx_proto().ModelProto is onnx.ModelProto and onnx_ml_pb2 is _onnx_proto()
+onnx.checker.check_model(model)
+print("ok")
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
