@@ -353,10 +353,13 @@ class FrameScorer:
         """
         return output_frame(df, *self._score(df, source, first_line, report, explain))
 
-    def score_arrow(self, table: pa.Table, *, source: str = "data", first_line: int | None = 2,
-                    report: InputReport | None = None, explain: int = 0) -> pa.Table:
-        """:meth:`score_frame` for an Arrow table (the same scores; pandas is not used): the
-        table's columns untouched, then the score columns (float32, and ``is_anomaly`` int8)."""
+    def score_arrow(self, table: pa.Table | pa.RecordBatch, *, source: str = "data",
+                    first_line: int | None = 2, report: InputReport | None = None,
+                    explain: int = 0) -> pa.Table:
+        """:meth:`score_frame` for an Arrow table or record batch (the same scores; pandas is not
+        used): its columns untouched, then the score columns (float32, and ``is_anomaly`` int8)."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
         return output_table(table, *self._score(table, source, first_line, report, explain))
 
     def _score(self, data, source, first_line, report, explain):

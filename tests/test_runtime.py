@@ -203,6 +203,8 @@ def test_arrow_tables_score_like_their_dataframes(model_dir, table):
                  "top_columns", "top_shares"):
         assert from_arrow.column(name).to_pylist() == from_pandas[name].tolist(), name
     assert from_pandas["is_anomaly"].sum() > 0
+    batch = arrow.to_batches()[0]
+    assert scorer.score_arrow(batch, explain=2).equals(from_arrow.slice(0, batch.num_rows))
 
 
 def test_score_command_never_imports_pandas(model_dir, table, tmp_path):
