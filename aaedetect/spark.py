@@ -6,14 +6,15 @@
     scored = aae_spark.score(df, "model")            # df's columns + the five score columns
     aae_spark.fit(df, "model", sample_rows=200_000)  # a seeded sample, trained on the driver
 
-Scoring runs on the executors with ``mapInPandas`` over the same :class:`~aaedetect.runtime.OnnxScorer`
-the CLI uses (onnxruntime, no torch). The model directory is checked on the driver first (format,
-checksums, the graph loads), so a missing or damaged model fails there with the usual one-line
-error before any task starts; its files then travel to the executors as one broadcast variable
-(Spark's own mechanism; inside the task closure on Spark Connect, which has no broadcast), and each
-Python worker verifies them again (the manifest's sha256 taken on the driver, every other file's
-against the manifest) before it opens one onnxruntime session, reused for every batch and task that
-worker runs.
+Scoring runs on the executors with ``mapInArrow`` over the same
+:class:`~aaedetect.runtime.OnnxScorer` the CLI uses (onnxruntime, no torch), on the Arrow batches
+Spark sends (no pandas conversion on the way). The model directory is checked on the driver first
+(format, checksums, the graph loads), so a missing or damaged model fails there with the usual
+one-line error before any task starts; its files then travel to the executors as one broadcast
+variable (Spark's own mechanism; inside the task closure on Spark Connect, which has no broadcast),
+and each Python worker verifies them again (the manifest's sha256 taken on the driver, every other
+file's against the manifest) before it opens one onnxruntime session, reused for every batch and
+task that worker runs.
 
 Executors need aaedetect installed (``pip install aaedetect``: numpy, pandas, pyarrow, onnxruntime
 are what scoring imports). pyspark comes with the ``aaedetect[spark]`` extra; nothing else in
@@ -130,9 +131,12 @@ def score(df, model_dir: str | os.PathLike, *, device: str = "cpu", batch_rows: 
         scorer = executor_scorer(_unship(shipped), digest, device=device, batch_rows=batch_rows,
                                  threads=threads)
         for batch in batches:
-            yield scorer.score_frame(batch, source="Spark partition", first_line=None, explain=explain)
+            # Text comes back as pa.string() even where Spark sends large_string
+            # (spark.sql.execution.arrow.useLargeVarTypes): Spark takes either.
+            yield from scorer.score_arrow(batch, source="Spark partition", first_line=None,
+                                          explain=explain).to_batches()
 
-    return df.mapInPandas(score_batches, schema)
+    return df.mapInArrow(score_batches, schema)
 
 
 def _ship(df, files: dict[str, bytes]):
