@@ -143,10 +143,14 @@ def _fsync_dir(path: Path) -> None:
 class ModelDir:
     """A model directory whose manifest has been read and checked; files are verified on read."""
 
-    def __init__(self, path: str | os.PathLike, *, verify_all: bool = True, ignore: tuple[str, ...] = ()):
+    def __init__(self, path: str | os.PathLike, *, verify_all: bool = True, ignore: tuple[str, ...] = (),
+                 keep: tuple[str, ...] = ()):
         """Read and check the manifest; with ``verify_all``, check every listed file but those in
-        ``ignore`` (files about to be replaced, such as a damaged ``model.onnx`` being re-exported)."""
+        ``ignore`` (files about to be replaced, such as a damaged ``model.onnx`` being re-exported).
+        The checked bytes of the files in ``keep`` are held for the first :meth:`read` of each,
+        which then neither reads nor hashes them again."""
         self.path = Path(path)
+        self._kept: dict[str, bytes] = {}
         if not self.path.exists():
             raise PathError(f"{self.path}: no such model directory")
         if not self.path.is_dir():
@@ -155,7 +159,9 @@ class ModelDir:
         if verify_all:
             for name in self.manifest["files"]:
                 if name not in ignore:
-                    self.read(name)
+                    data = self.read(name)
+                    if name in keep:
+                        self._kept[name] = data
 
     def problems(self) -> list[str]:
         """What is wrong with the listed files (missing, changed), one message each; [] if nothing."""
@@ -169,6 +175,8 @@ class ModelDir:
 
     def read(self, name: str) -> bytes:
         """The bytes of ``name``, checked against the manifest's size and sha256."""
+        if name in self._kept:
+            return self._kept.pop(name)
         entry = self.manifest["files"].get(name)
         if entry is None:
             raise ModelFormatError(f"{self.path}: the manifest lists no file {name!r}")

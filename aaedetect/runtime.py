@@ -248,7 +248,7 @@ class OnnxScorer(FrameScorer):
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "auto", *,
                  batch_rows: int | None = None, threads: int | None = None):
-        self.model_dir = ModelDir(model_dir)
+        self.model_dir = ModelDir(model_dir, keep=(ONNX_FILE,))  # checked once, read once
         manifest = self.model_dir.manifest
         if ONNX_FILE not in manifest["files"]:
             raise ModelFormatError(f"{self.model_dir.path}: has no {ONNX_FILE}; write one with "

@@ -82,6 +82,22 @@ def test_changed_byte_is_detected(saved):
         load(saved)
 
 
+def test_kept_files_are_checked_once_and_read_once(saved, monkeypatch):
+    """keep=: the bytes checked on opening serve the first read; later reads check again."""
+    hashed = []
+    real = artifacts.sha256_bytes
+    monkeypatch.setattr(artifacts, "sha256_bytes", lambda data: hashed.append(len(data)) or real(data))
+    model = artifacts.ModelDir(saved, keep=("model.onnx",))
+    opened = len(hashed)
+    assert model.read("model.onnx") == (saved / "model.onnx").read_bytes() and len(hashed) == opened
+    model.read("model.onnx")
+    assert len(hashed) == opened + 1
+    with open(saved / "weights.npz", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelFormatError, match="weights.npz: checksum mismatch"):
+        artifacts.ModelDir(saved, keep=("model.onnx",))
+
+
 def test_missing_file_is_detected(saved):
     os.unlink(saved / "weights.npz")
     with pytest.raises(ModelFormatError, match="weights.npz: missing"):
