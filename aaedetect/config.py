@@ -63,6 +63,9 @@ MAX_TRIM = 0.5
 #: Epochs trained on the whole reconstruction loss before ``recon_trim`` applies: the network
 #: first needs to reconstruct normal rows better than anomalies for the worst rows to be anomalies.
 TRIM_WARMUP_EPOCHS = 5
+#: ``reference_cut`` leaves out at most this share of the rows (the highest-scoring): where the
+#: networks' scores of normal rows have a long tail, a cut would otherwise take many of them.
+MAX_CUT_TRIM = 0.2
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,13 @@ class Options:
     # contamination: share of the highest-scoring training rows (reconstruction and latent parts)
     # left out of the neighbour part's reference rows, and of held-out rows out of calibration
     reference_trim: float = 0.0
+    # contamination, adaptive: also leave out the rows whose networks-only score is more than this
+    # many robust standard deviations (median, IQR / 1.349 of the held-out rows) above the held-out
+    # rows' median, at most MAX_CUT_TRIM of them; 0 = off
+    reference_cut: float = 0.0
+    # with reference_trim: leave out only the suspects (the reference_trim share) with at least
+    # this many suspects among their NEIGHBORS nearest reference rows; 0 = every suspect
+    reference_cluster: int = 0
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -156,6 +166,10 @@ class Options:
         for name in ("recon_trim", "reference_trim"):
             if not 0.0 <= _num(getattr(self, name)) < MAX_TRIM:
                 fail(name, f"must be in [0, {MAX_TRIM:g}) (a share of the rows)")
+        if not (_num(self.reference_cut) == 0.0 or 1.0 <= _num(self.reference_cut) <= 100.0):
+            fail("reference_cut", "must be 0 (off) or in [1, 100] (robust standard deviations)")
+        if not (_is_int(self.reference_cluster) and 0 <= self.reference_cluster <= NEIGHBORS):
+            fail("reference_cluster", f"must be an integer from 0 (off) to {NEIGHBORS}")
         if self.latent_signal not in LATENT_SIGNALS:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
         if not 0.0 <= _num(self.latent_weight) <= 10.0:

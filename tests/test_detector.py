@@ -323,3 +323,96 @@ def test_reference_trim_on_a_table_too_small_to_hold_rows_out():
         det = AAEDetector(**FAST, reference_trim=0.1).fit(X)
     assert len(det.graph_.neighbors.x_bank) == 18
     assert np.isfinite(det.score_samples(X)).all()
+
+
+# ------------------------------------- reference_cut, reference_cluster (adaptive contamination)
+def test_cut_leaves_out_only_the_rows_far_above_the_held_out_rows():
+    import math
+
+    from aaedetect.config import MAX_CUT_TRIM
+    from aaedetect.detector import _cut, _least
+
+    rng = np.random.default_rng(0)
+    held_out = rng.normal(0, 1, 200)
+    clean = rng.normal(0, 1, 1000)
+    assert _cut(held_out, 0.0) == math.inf
+    assert len(_least(clean, 0.0, _cut(held_out, 6.0))) == 1000  # clean: nothing is 6 units out
+    planted = np.r_[clean, rng.normal(40, 1, 30)]
+    kept = _least(planted, 0.0, _cut(held_out, 6.0))
+    assert len(kept) == 1000 and kept.max() < 1000  # exactly the 30 planted rows go
+    # a share and a cut together: the larger of the two leaves out
+    assert len(_least(planted, 0.05, _cut(held_out, 6.0))) == len(planted) - int(0.05 * len(planted))
+    # never more than MAX_CUT_TRIM of the rows, the highest of them
+    half = np.r_[clean, rng.normal(40, 1, 1000)]
+    kept = _least(half, 0.0, _cut(held_out, 6.0))
+    assert len(kept) == len(half) - int(MAX_CUT_TRIM * len(half))
+    assert set(kept) >= set(range(1000))
+
+
+def test_clustered_suspects_are_those_among_other_suspects():
+    import torch
+
+    from aaedetect.detector import _clustered
+
+    rng = np.random.default_rng(0)
+    bulk = rng.normal(0, 1, (400, 3))
+    cluster = rng.normal(8, 0.05, (20, 3))  # a tight cluster far from the bulk
+    x = torch.from_numpy(np.r_[bulk, cluster]).float()
+    scores = np.r_[rng.normal(0, 1, 400), rng.normal(10, 0.1, 20)]
+    loners = rng.choice(400, 20, replace=False)  # rows of the bulk the networks score high
+    scores[loners] = 9.0 + rng.random(20)
+    out = _clustered(x, scores, trim=0.1, min_suspect=4)  # 42 suspects: the cluster, the loners, 2 more
+    assert out[400:].all()  # every row of the cluster has only cluster rows as its 5 nearest
+    assert out[:400].sum() <= 2  # the loners sit among ordinary rows and stay
+    assert not _clustered(x, scores, trim=0.0, min_suspect=4).any()
+
+
+def test_reference_cut_trims_the_far_anomalies_and_almost_nothing_of_clean_rows(tmp_path):
+    X, y = contaminated()
+    opts = {**FAST, "max_epochs": 20}
+    det = AAEDetector(**opts, reference_cut=3.0).fit(X)
+    bank = _bank_rows(det, X)
+    assert bank[y == 1].sum() == 0  # every anomaly left out of the reference rows
+    assert det.rows_left_out_["reference"] < 2 * (y == 1).sum()
+    clean = X[y == 0].reset_index(drop=True)
+    quiet = AAEDetector(**opts, reference_cut=3.0).fit(clean)
+    assert quiet.rows_left_out_["reference"] <= 0.03 * quiet.n_rows_["train"]
+    det.save(tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert again.options_.reference_cut == 3.0
+    pd.testing.assert_frame_equal(again.score_table(X), det.score_table(X))
+
+
+def test_reference_cluster_trims_the_clustered_anomalies_and_fewer_normal_rows(tmp_path):
+    X, y = contaminated()
+    opts = {**FAST, "max_epochs": 20, "reference_trim": 0.1}
+    share = AAEDetector(**opts).fit(X)
+    det = AAEDetector(**opts, reference_cluster=4).fit(X)
+    bank = _bank_rows(det, X)
+    assert bank[y == 1].sum() == 0
+    assert det.rows_left_out_["reference"] < share.rows_left_out_["reference"]
+    assert det.rows_left_out_["calibration"] == 0  # the share does not apply to calibration
+    assert roc_auc_score(y, -det.score_samples(X)) > 0.95
+    det.save(tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert again.options_.reference_cluster == 4
+    pd.testing.assert_frame_equal(again.score_table(X), det.score_table(X))
+
+
+def test_adaptive_trims_same_data_and_seed_same_model():
+    X, _ = contaminated(seed=1)
+    for opts in ({**FAST, "reference_cut": 3.0}, {**FAST, "reference_trim": 0.1, "reference_cluster": 4}):
+        a, b = AAEDetector(**opts).fit(X), AAEDetector(**opts).fit(X)
+        for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
+            assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
+        assert a.calibration_ == b.calibration_ and a.threshold_ == b.threshold_
+
+
+def _bank_rows(det, X):
+    """Which rows of ``X`` are among the detector's reference rows."""
+    import torch
+
+    num, cat = (torch.from_numpy(v) for v in det.preprocessor_.transform(X))
+    with torch.no_grad():
+        x = det.graph_.features(num, cat)
+    return (x[:, None, :] == det.graph_.neighbors.x_bank[None]).all(2).any(1).numpy()
