@@ -108,6 +108,9 @@ class Options:
     # with reference_trim: leave out only the suspects (the reference_trim share) with at least
     # this many suspects among their NEIGHBORS nearest reference rows; 0 = every suspect
     reference_cluster: int = 0
+    # with reference_cluster: leave out only the clustered suspects whose nearest row that is not a
+    # suspect is more than this many times farther than their nearest neighbours; 0 = any
+    reference_gap: float = 0.0
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -170,6 +173,8 @@ class Options:
             fail("reference_cut", "must be 0 (off) or in [1, 100] (robust standard deviations)")
         if not (_is_int(self.reference_cluster) and 0 <= self.reference_cluster <= NEIGHBORS):
             fail("reference_cluster", f"must be an integer from 0 (off) to {NEIGHBORS}")
+        if not 0.0 <= _num(self.reference_gap) <= 100.0:
+            fail("reference_gap", "must be in [0, 100] (0: off)")
         if self.latent_signal not in LATENT_SIGNALS:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
         if not 0.0 <= _num(self.latent_weight) <= 10.0:

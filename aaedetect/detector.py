@@ -108,7 +108,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  latent_signal=_D["latent_signal"],
                  latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
                  neighbor_rows=_D["neighbor_rows"], reference_trim=_D["reference_trim"],
-                 reference_cut=_D["reference_cut"], reference_cluster=_D["reference_cluster"], fpr=_D["fpr"], categorical=_D["categorical"],
+                 reference_cut=_D["reference_cut"], reference_cluster=_D["reference_cluster"],
+                 reference_gap=_D["reference_gap"], fpr=_D["fpr"], categorical=_D["categorical"],
                  exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
@@ -134,6 +135,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.reference_trim = reference_trim
         self.reference_cut = reference_cut
         self.reference_cluster = reference_cluster
+        self.reference_gap = reference_gap
         self.fpr = fpr
         self.categorical = categorical
         self.exclude = exclude
@@ -210,7 +212,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                 sample = sample_rows(train_idx, seed, opts.neighbor_rows)
                 kept = np.intersect1d(_least(suspicion[sample], 0.0, cut), np.flatnonzero(
                     ~_clustered(x[torch.from_numpy(sample).to(device)], suspicion[sample],
-                                opts.reference_trim, opts.reference_cluster)))
+                                opts.reference_trim, opts.reference_cluster, opts.reference_gap)))
                 bank_rows = sample[kept]
                 left = len(sample)
                 calibration_rows = np.sort(_least(suspicion[val_idx], 0.0, cut))
@@ -581,10 +583,13 @@ def _cut(held_out: np.ndarray, cut: float) -> float:
     return center + cut * scale
 
 
-def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: int) -> np.ndarray:
+def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: int,
+               gap: float = 0.0) -> np.ndarray:
     """Which rows of ``x`` (N, F, the encoded input) are suspects, among the ``floor(trim * N)``
     highest ``scores``, with at least ``min_suspect`` suspects among their ``NEIGHBORS`` nearest
-    other rows (Euclidean distance in float64; ties: the earlier row is nearer)."""
+    other rows (Euclidean distance in float64; ties: the earlier row is nearer) and, ``gap`` > 0,
+    no row that is not a suspect within ``gap`` times their mean distance to those neighbours
+    (a cluster apart from the rest, not the edge of the ordinary rows)."""
     n = len(scores)
     suspect = np.zeros(n, dtype=bool)
     suspect[np.argsort(scores, kind="stable")[n - int(trim * n):]] = True
@@ -594,6 +599,7 @@ def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: in
     bank = x.double()
     rows = np.flatnonzero(suspect)
     counts = np.zeros(n, dtype=np.int64)
+    apart = np.ones(n, dtype=bool)
     flags = torch.from_numpy(suspect).to(x.device)
     step = SCORE_BATCH_ROWS[x.device.type]
     with torch.no_grad():
@@ -602,9 +608,12 @@ def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: in
             dist = torch.cdist(bank[part], bank)
             dist[torch.arange(len(part), device=x.device), part] = math.inf  # not its own neighbour
             # stable sort: among equal distances the earlier row comes first
-            nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-            counts[rows[start:start + step]] = flags[nearest].sum(1).cpu().numpy()
-    return suspect & (counts >= min_suspect)
+            ordered, nearest = torch.sort(dist, dim=1, stable=True)
+            counts[rows[start:start + step]] = flags[nearest[:, :k]].sum(1).cpu().numpy()
+            if gap > 0:
+                ordinary = dist.masked_fill(flags.unsqueeze(0), math.inf).min(1).values
+                apart[rows[start:start + step]] = (ordinary > gap * ordered[:, :k].mean(1)).cpu().numpy()
+    return suspect & (counts >= min_suspect) & apart
 
 
 def _least(scores: np.ndarray, trim: float, cut: float = math.inf) -> np.ndarray:

@@ -365,6 +365,16 @@ def test_clustered_suspects_are_those_among_other_suspects():
     assert out[400:].all()  # every row of the cluster has only cluster rows as its 5 nearest
     assert out[:400].sum() <= 2  # the loners sit among ordinary rows and stay
     assert not _clustered(x, scores, trim=0.0, min_suspect=4).any()
+    # the cluster is far from every ordinary row: it passes a gap test of 2 (and even of 10)
+    assert (_clustered(x, scores, trim=0.1, min_suspect=4, gap=10.0) == out).all()
+    # a tight clump of suspects at the edge of the bulk, as close to ordinary rows as to each
+    # other, is a cluster but fails the gap test
+    edge = np.r_[bulk, rng.normal(0, 0.3, (20, 3)) + bulk[0]]
+    scores2 = np.r_[scores[:400], np.full(20, 10.0)]
+    scores2[0] = 10.0
+    close = _clustered(torch.from_numpy(edge).float(), scores2, trim=0.1, min_suspect=4)
+    apart = _clustered(torch.from_numpy(edge).float(), scores2, trim=0.1, min_suspect=4, gap=2.0)
+    assert close[400:].sum() >= 5 and apart[400:].sum() < close[400:].sum()
 
 
 def test_reference_cut_trims_the_far_anomalies_and_almost_nothing_of_clean_rows(tmp_path):
