@@ -66,6 +66,15 @@ TRIM_WARMUP_EPOCHS = 5
 #: ``reference_cut`` leaves out at most this share of the rows (the highest-scoring): where the
 #: networks' scores of normal rows have a long tail, a cut would otherwise take many of them.
 MAX_CUT_TRIM = 0.2
+#: ``reference_cluster``: a suspect (one of the rows the networks score highest) is left out of the
+#: reference rows when at least this many of its ``NEIGHBORS`` nearest reference rows are suspects
+#: too, ...
+CLUSTER_MIN_SUSPECTS = 4
+#: ... and its nearest reference row that is not a suspect is more than this many times farther
+#: than those neighbours are on average: a cluster of suspects apart from the ordinary rows (a
+#: cluster of anomalies), not a sparse edge of them. Rare normal rows among ordinary ones stay,
+#: so that in clean training data (nearly) nothing is left out (benchmarks/results/contamination-auto.md).
+CLUSTER_GAP = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,12 +114,11 @@ class Options:
     # many robust standard deviations (median, IQR / 1.349 of the held-out rows) above the held-out
     # rows' median, at most MAX_CUT_TRIM of them; 0 = off
     reference_cut: float = 0.0
-    # with reference_trim: leave out only the suspects (the reference_trim share) with at least
-    # this many suspects among their NEIGHBORS nearest reference rows; 0 = every suspect
-    reference_cluster: int = 0
-    # with reference_cluster: leave out only the clustered suspects whose nearest row that is not a
-    # suspect is more than this many times farther than their nearest neighbours; 0 = any
-    reference_gap: float = 0.0
+    # contamination, adaptive (when reference_trim is 0): of this share of the reference rows that
+    # the networks score highest (the suspects), leave out those that sit in a cluster of suspects
+    # apart from the other rows (CLUSTER_MIN_SUSPECTS, CLUSTER_GAP); 0 = off. 0.2 measured in
+    # benchmarks/results/contamination-auto.md
+    reference_cluster: float = 0.0
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -166,15 +174,11 @@ class Options:
                 fail(name, "must be in (0, 1]")
         if not 0.01 <= _num(self.validation_fraction) <= 0.5:
             fail("validation_fraction", "must be in [0.01, 0.5]")
-        for name in ("recon_trim", "reference_trim"):
+        for name in ("recon_trim", "reference_trim", "reference_cluster"):
             if not 0.0 <= _num(getattr(self, name)) < MAX_TRIM:
                 fail(name, f"must be in [0, {MAX_TRIM:g}) (a share of the rows)")
         if not (_num(self.reference_cut) == 0.0 or 1.0 <= _num(self.reference_cut) <= 100.0):
             fail("reference_cut", "must be 0 (off) or in [1, 100] (robust standard deviations)")
-        if not (_is_int(self.reference_cluster) and 0 <= self.reference_cluster <= NEIGHBORS):
-            fail("reference_cluster", f"must be an integer from 0 (off) to {NEIGHBORS}")
-        if not 0.0 <= _num(self.reference_gap) <= 100.0:
-            fail("reference_gap", "must be in [0, 100] (0: off)")
         if self.latent_signal not in LATENT_SIGNALS:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
         if not 0.0 <= _num(self.latent_weight) <= 10.0:

@@ -26,7 +26,8 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import artifacts
 from ._version import __version__
-from .config import DEFAULT_OPSET, MAX_CUT_TRIM, NEIGHBORS, SCORE_BATCH_ROWS, Options, defaults, size_network
+from .config import (CLUSTER_GAP, CLUSTER_MIN_SUSPECTS, DEFAULT_OPSET, MAX_CUT_TRIM, NEIGHBORS,
+                     SCORE_BATCH_ROWS, Options, defaults, size_network)
 from .errors import AAEDetectError, DataError, ModelFormatError, OptionError, SmallTableWarning, TrainingError
 from .manifest import FittedState
 from .model import AAE, FeatureEncoder, ScoringGraph
@@ -109,7 +110,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
                  neighbor_rows=_D["neighbor_rows"], reference_trim=_D["reference_trim"],
                  reference_cut=_D["reference_cut"], reference_cluster=_D["reference_cluster"],
-                 reference_gap=_D["reference_gap"], fpr=_D["fpr"], categorical=_D["categorical"],
+                 fpr=_D["fpr"], categorical=_D["categorical"],
                  exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
@@ -135,7 +136,6 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.reference_trim = reference_trim
         self.reference_cut = reference_cut
         self.reference_cluster = reference_cluster
-        self.reference_gap = reference_gap
         self.fpr = fpr
         self.categorical = categorical
         self.exclude = exclude
@@ -197,22 +197,25 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         result.validation_rows = held_out  # 0 when calibrated on the training rows themselves
         marks.append(time.perf_counter())
 
-        # reference_trim, reference_cut: the rows that look most anomalous to the networks stay
-        # out of the neighbour part's reference rows and of calibration (rows of each set: a
-        # share, and those above a cut in robust units of the held-out rows).
+        # reference_trim, reference_cut, reference_cluster: the rows that look most anomalous to
+        # the networks stay out of the neighbour part's reference rows and of calibration (rows of
+        # each set: a share, and those above a cut in robust units of the held-out rows), or, by
+        # default, the clusters of such rows out of the reference rows.
         bank_rows, calibration_rows = train_idx, np.arange(len(val_idx))
         left_out = {"reference": 0, "calibration": 0}
-        if opts.reference_trim > 0 or opts.reference_cut > 0:
+        clusters = opts.reference_trim == 0 and opts.reference_cluster > 0 and opts.neighbor_weight > 0
+        if opts.reference_trim > 0 or opts.reference_cut > 0 or clusters:
             suspicion = _network_scores(ScoringGraph(features, aae, opts.latent_signal).eval(),
                                         numeric, categorical, val_idx, opts.latent_weight, device)
             cut = _cut(suspicion[val_idx], opts.reference_cut)
-            if opts.reference_cluster > 0 and opts.reference_trim > 0:
-                # only the suspects that sit among other suspects: a cluster of anomalies finds
-                # itself in the reference rows, a rare normal row among ordinary ones stays
+            if clusters:
+                # only the suspects that sit among other suspects, apart from the ordinary rows: a
+                # cluster of anomalies finds itself in the reference rows, a rare normal row
+                # among ordinary ones stays (the reference rows' sample is drawn first)
                 sample = sample_rows(train_idx, seed, opts.neighbor_rows)
                 kept = np.intersect1d(_least(suspicion[sample], 0.0, cut), np.flatnonzero(
                     ~_clustered(x[torch.from_numpy(sample).to(device)], suspicion[sample],
-                                opts.reference_trim, opts.reference_cluster, opts.reference_gap)))
+                                opts.reference_cluster, CLUSTER_MIN_SUSPECTS, CLUSTER_GAP)))
                 bank_rows = sample[kept]
                 left = len(sample)
                 calibration_rows = np.sort(_least(suspicion[val_idx], 0.0, cut))

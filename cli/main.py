@@ -211,14 +211,12 @@ def _default(name: str) -> str:
                    "leave out the rows that the networks score more than Z robust standard "
                    "deviations above the held-out rows' median (at most a fifth of the rows); "
                    f"0 turns it off.  [default: {_default('reference_cut')}]")
-@click.option("--reference-cluster", type=int, default=None, metavar="M",
-              help="With --reference-trim: leave out only the rows of that share with at least M "
-                   "of the same share among their 5 nearest reference rows (clusters of suspects), "
-                   f"0 for all of them.  [default: {_default('reference_cluster')}]")
-@click.option("--reference-gap", type=float, default=None, metavar="RATIO",
-              help="With --reference-cluster: leave out only the clusters whose nearest other row "
-                   "is more than RATIO times farther than their nearest neighbours, 0 for any.  "
-                   f"[default: {_default('reference_gap')}]")
+@click.option("--reference-cluster", type=float, default=None, metavar="SHARE",
+              help="For training rows that may hold anomalies (used when --reference-trim is 0): "
+                   "of this share of the rows that the networks score highest, leave out of the "
+                   "neighbour part's reference rows those that form a cluster apart from the other "
+                   "rows (in clean rows, few or none).  0 turns it off, in [0, 0.5).  "
+                   f"[default: {_default('reference_cluster')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True,

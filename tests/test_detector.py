@@ -393,25 +393,32 @@ def test_reference_cut_trims_the_far_anomalies_and_almost_nothing_of_clean_rows(
     pd.testing.assert_frame_equal(again.score_table(X), det.score_table(X))
 
 
-def test_reference_cluster_trims_the_clustered_anomalies_and_fewer_normal_rows(tmp_path):
+def test_reference_cluster_trims_the_clustered_anomalies_and_few_clean_rows(tmp_path):
     X, y = contaminated()
-    opts = {**FAST, "max_epochs": 20, "reference_trim": 0.1}
-    share = AAEDetector(**opts).fit(X)
-    det = AAEDetector(**opts, reference_cluster=4).fit(X)
+    opts = {**FAST, "max_epochs": 20}
+    share = AAEDetector(**opts, reference_trim=0.2).fit(X)
+    opts["reference_cluster"] = 0.2
+    det = AAEDetector(**opts).fit(X)
     bank = _bank_rows(det, X)
-    assert bank[y == 1].sum() == 0
+    assert bank[y == 1].sum() == 0  # every anomaly left out of the reference rows
     assert det.rows_left_out_["reference"] < share.rows_left_out_["reference"]
-    assert det.rows_left_out_["calibration"] == 0  # the share does not apply to calibration
+    assert det.rows_left_out_["calibration"] == 0  # calibration keeps every held-out row
     assert roc_auc_score(y, -det.score_samples(X)) > 0.95
+    off = AAEDetector(**{**opts, "reference_cluster": 0.0}).fit(X)
+    assert off.rows_left_out_["reference"] == 0 and _bank_rows(off, X)[y == 1].sum() > 20
+    # clean rows: a few at most (here the sparse ends of the line are the suspects)
+    clean = X[y == 0].reset_index(drop=True)
+    quiet = AAEDetector(**opts).fit(clean)
+    assert quiet.rows_left_out_["reference"] <= 0.05 * quiet.n_rows_["train"]
     det.save(tmp_path / "m")
     again = load(tmp_path / "m")
-    assert again.options_.reference_cluster == 4
+    assert again.options_.reference_cluster == 0.2
     pd.testing.assert_frame_equal(again.score_table(X), det.score_table(X))
 
 
 def test_adaptive_trims_same_data_and_seed_same_model():
     X, _ = contaminated(seed=1)
-    for opts in ({**FAST, "reference_cut": 3.0}, {**FAST, "reference_trim": 0.1, "reference_cluster": 4}):
+    for opts in ({**FAST, "reference_cut": 3.0}, {**FAST, "reference_cluster": 0.2}):
         a, b = AAEDetector(**opts).fit(X), AAEDetector(**opts).fit(X)
         for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
             assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
