@@ -63,9 +63,6 @@ MAX_TRIM = 0.5
 #: Epochs trained on the whole reconstruction loss before ``recon_trim`` applies: the network
 #: first needs to reconstruct normal rows better than anomalies for the worst rows to be anomalies.
 TRIM_WARMUP_EPOCHS = 5
-#: ``reference_cut`` leaves out at most this share of the rows (the highest-scoring): where the
-#: networks' scores of normal rows have a long tail, a cut would otherwise take many of them.
-MAX_CUT_TRIM = 0.2
 #: ``reference_cluster``: a suspect (one of the rows the networks score highest) is left out of the
 #: reference rows when at least this many of its ``NEIGHBORS`` nearest reference rows are suspects
 #: too, ...
@@ -110,10 +107,6 @@ class Options:
     # contamination: share of the highest-scoring training rows (reconstruction and latent parts)
     # left out of the neighbour part's reference rows, and of held-out rows out of calibration
     reference_trim: float = 0.0
-    # contamination, adaptive: also leave out the rows whose networks-only score is more than this
-    # many robust standard deviations (median, IQR / 1.349 of the held-out rows) above the held-out
-    # rows' median, at most MAX_CUT_TRIM of them; 0 = off
-    reference_cut: float = 0.0
     # contamination, adaptive (when reference_trim is 0): of this share of the reference rows that
     # the networks score highest (the suspects), leave out those that sit in a cluster of suspects
     # apart from the other rows (CLUSTER_MIN_SUSPECTS, CLUSTER_GAP); 0 = off. 0.2 measured in
@@ -177,8 +170,6 @@ class Options:
         for name in ("recon_trim", "reference_trim", "reference_cluster"):
             if not 0.0 <= _num(getattr(self, name)) < MAX_TRIM:
                 fail(name, f"must be in [0, {MAX_TRIM:g}) (a share of the rows)")
-        if not (_num(self.reference_cut) == 0.0 or 1.0 <= _num(self.reference_cut) <= 100.0):
-            fail("reference_cut", "must be 0 (off) or in [1, 100] (robust standard deviations)")
         if self.latent_signal not in LATENT_SIGNALS:
             fail("latent_signal", f"must be one of {', '.join(LATENT_SIGNALS)}")
         if not 0.0 <= _num(self.latent_weight) <= 10.0:

@@ -26,8 +26,8 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import artifacts
 from ._version import __version__
-from .config import (CLUSTER_GAP, CLUSTER_MIN_SUSPECTS, DEFAULT_OPSET, MAX_CUT_TRIM, NEIGHBORS,
-                     SCORE_BATCH_ROWS, Options, defaults, size_network)
+from .config import (CLUSTER_GAP, CLUSTER_MIN_SUSPECTS, DEFAULT_OPSET, NEIGHBORS, SCORE_BATCH_ROWS,
+                     Options, defaults, size_network)
 from .errors import AAEDetectError, DataError, ModelFormatError, OptionError, SmallTableWarning, TrainingError
 from .manifest import FittedState
 from .model import AAE, FeatureEncoder, ScoringGraph
@@ -35,7 +35,7 @@ from .neighbors import Neighbors, sample_rows
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .runtime import ONNX_FILE, OUTPUTS
-from .scoring import Calibration, FrameScorer, robust_location_scale, threshold_for_fpr, threshold_shortfall
+from .scoring import Calibration, FrameScorer, threshold_for_fpr, threshold_shortfall
 from .train import cpu_threads_for, resolve_device, train_aae
 
 logger = logging.getLogger("aaedetect")
@@ -109,9 +109,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  latent_signal=_D["latent_signal"],
                  latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
                  neighbor_rows=_D["neighbor_rows"], reference_trim=_D["reference_trim"],
-                 reference_cut=_D["reference_cut"], reference_cluster=_D["reference_cluster"],
-                 fpr=_D["fpr"], categorical=_D["categorical"],
-                 exclude=_D["exclude"],
+                 reference_cluster=_D["reference_cluster"], fpr=_D["fpr"],
+                 categorical=_D["categorical"], exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
         self.scaling = scaling
@@ -134,7 +133,6 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.neighbor_weight = neighbor_weight
         self.neighbor_rows = neighbor_rows
         self.reference_trim = reference_trim
-        self.reference_cut = reference_cut
         self.reference_cluster = reference_cluster
         self.fpr = fpr
         self.categorical = categorical
@@ -197,32 +195,27 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         result.validation_rows = held_out  # 0 when calibrated on the training rows themselves
         marks.append(time.perf_counter())
 
-        # reference_trim, reference_cut, reference_cluster: the rows that look most anomalous to
-        # the networks stay out of the neighbour part's reference rows and of calibration (rows of
-        # each set: a share, and those above a cut in robust units of the held-out rows), or, by
-        # default, the clusters of such rows out of the reference rows.
+        # reference_trim: the rows that look most anomalous to the networks stay out of the
+        # neighbour part's reference rows and of calibration (a share of each set); or
+        # reference_cluster: the clusters of such rows stay out of the reference rows.
         bank_rows, calibration_rows = train_idx, np.arange(len(val_idx))
         left_out = {"reference": 0, "calibration": 0}
         clusters = opts.reference_trim == 0 and opts.reference_cluster > 0 and opts.neighbor_weight > 0
-        if opts.reference_trim > 0 or opts.reference_cut > 0 or clusters:
+        if opts.reference_trim > 0 or clusters:
             suspicion = _network_scores(ScoringGraph(features, aae, opts.latent_signal).eval(),
                                         numeric, categorical, val_idx, opts.latent_weight, device)
-            cut = _cut(suspicion[val_idx], opts.reference_cut)
             if clusters:
                 # only the suspects that sit among other suspects, apart from the ordinary rows: a
                 # cluster of anomalies finds itself in the reference rows, a rare normal row
                 # among ordinary ones stays (the reference rows' sample is drawn first)
                 sample = sample_rows(train_idx, seed, opts.neighbor_rows)
-                kept = np.intersect1d(_least(suspicion[sample], 0.0, cut), np.flatnonzero(
-                    ~_clustered(x[torch.from_numpy(sample).to(device)], suspicion[sample],
-                                opts.reference_cluster, CLUSTER_MIN_SUSPECTS, CLUSTER_GAP)))
-                bank_rows = sample[kept]
+                bank_rows = sample[~_clustered(x[torch.from_numpy(sample).to(device)], suspicion[sample],
+                                               opts.reference_cluster, CLUSTER_MIN_SUSPECTS, CLUSTER_GAP)]
                 left = len(sample)
-                calibration_rows = np.sort(_least(suspicion[val_idx], 0.0, cut))
             else:
-                bank_rows = np.sort(train_idx[_least(suspicion[train_idx], opts.reference_trim, cut)])
+                bank_rows = np.sort(train_idx[_least(suspicion[train_idx], opts.reference_trim)])
                 left = len(train_idx)
-                calibration_rows = np.sort(_least(suspicion[val_idx], opts.reference_trim, cut))
+                calibration_rows = np.sort(_least(suspicion[val_idx], opts.reference_trim))
             left_out = {"reference": left - len(bank_rows),
                         "calibration": len(val_idx) - len(calibration_rows)}
             logger.info("left out as suspect: %d of %d training rows from the reference rows, %d of "
@@ -261,7 +254,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self._set_fitted(state, graph, device)
         #: Seconds spent in each step of the last fit (training includes preparing the features).
         self.fit_seconds_ = dict(zip(("train", "neighbors", "calibrate"), np.diff(marks).round(4).tolist()))
-        #: Rows the last fit left out as suspect (``reference_trim``, ``reference_cut``): training
+        #: Rows the last fit left out as suspect (``reference_trim``, ``reference_cluster``): training
         #: rows out of the neighbour part's reference rows, held-out rows out of calibration.
         self.rows_left_out_ = left_out
         return self
@@ -577,15 +570,6 @@ def _network_scores(graph: ScoringGraph, numeric: np.ndarray, categorical: np.nd
                        cal.latent.z(latent_raw.astype(np.float64)), np.zeros(len(recon_raw)))
 
 
-def _cut(held_out: np.ndarray, cut: float) -> float:
-    """The score ``cut`` robust standard deviations above the median of the held-out rows'
-    ``held_out`` scores (IQR / 1.349, floored as calibration floors it); +inf for ``cut`` 0 (off)."""
-    if cut <= 0:
-        return math.inf
-    center, scale = robust_location_scale(held_out)
-    return center + cut * scale
-
-
 def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: int,
                gap: float = 0.0) -> np.ndarray:
     """Which rows of ``x`` (N, F, the encoded input) are suspects, among the ``floor(trim * N)``
@@ -619,13 +603,10 @@ def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: in
     return suspect & (counts >= min_suspect) & apart
 
 
-def _least(scores: np.ndarray, trim: float, cut: float = math.inf) -> np.ndarray:
-    """Positions of ``scores`` without the ``floor(trim * N)`` highest and without every score above
-    ``cut``, though no more than ``floor(MAX_CUT_TRIM * N)`` of those (ties: the later rows go)."""
-    drop = int(trim * len(scores))
-    if math.isfinite(cut):
-        drop = max(drop, min(int(np.sum(scores > cut)), int(MAX_CUT_TRIM * len(scores))))
-    return np.argsort(scores, kind="stable")[:len(scores) - drop]
+def _least(scores: np.ndarray, trim: float) -> np.ndarray:
+    """Positions of ``scores`` without the ``floor(trim * N)`` highest (ties: the later rows go)."""
+    keep = len(scores) - int(trim * len(scores))
+    return np.argsort(scores, kind="stable")[:keep]
 
 
 @torch.no_grad()

@@ -206,11 +206,6 @@ def _default(name: str) -> str:
               help="For training rows that may hold anomalies: leave this share of the rows that "
                    "the networks score highest out of the neighbour part's reference rows and of "
                    f"calibration, in [0, 0.5).  [default: {_default('reference_trim')}]")
-@click.option("--reference-cut", type=float, default=None, metavar="Z",
-              help="For training rows that may hold anomalies, without knowing how many: also "
-                   "leave out the rows that the networks score more than Z robust standard "
-                   "deviations above the held-out rows' median (at most a fifth of the rows); "
-                   f"0 turns it off.  [default: {_default('reference_cut')}]")
 @click.option("--reference-cluster", type=float, default=None, metavar="SHARE",
               help="For training rows that may hold anomalies (used when --reference-trim is 0): "
                    "of this share of the rows that the networks score highest, leave out of the "

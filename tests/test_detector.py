@@ -325,30 +325,7 @@ def test_reference_trim_on_a_table_too_small_to_hold_rows_out():
     assert np.isfinite(det.score_samples(X)).all()
 
 
-# ------------------------------------- reference_cut, reference_cluster (adaptive contamination)
-def test_cut_leaves_out_only_the_rows_far_above_the_held_out_rows():
-    import math
-
-    from aaedetect.config import MAX_CUT_TRIM
-    from aaedetect.detector import _cut, _least
-
-    rng = np.random.default_rng(0)
-    held_out = rng.normal(0, 1, 200)
-    clean = rng.normal(0, 1, 1000)
-    assert _cut(held_out, 0.0) == math.inf
-    assert len(_least(clean, 0.0, _cut(held_out, 6.0))) == 1000  # clean: nothing is 6 units out
-    planted = np.r_[clean, rng.normal(40, 1, 30)]
-    kept = _least(planted, 0.0, _cut(held_out, 6.0))
-    assert len(kept) == 1000 and kept.max() < 1000  # exactly the 30 planted rows go
-    # a share and a cut together: the larger of the two leaves out
-    assert len(_least(planted, 0.05, _cut(held_out, 6.0))) == len(planted) - int(0.05 * len(planted))
-    # never more than MAX_CUT_TRIM of the rows, the highest of them
-    half = np.r_[clean, rng.normal(40, 1, 1000)]
-    kept = _least(half, 0.0, _cut(held_out, 6.0))
-    assert len(kept) == len(half) - int(MAX_CUT_TRIM * len(half))
-    assert set(kept) >= set(range(1000))
-
-
+# ------------------------------------------- reference_cluster (adaptive contamination)
 def test_clustered_suspects_are_those_among_other_suspects():
     import torch
 
@@ -377,22 +354,6 @@ def test_clustered_suspects_are_those_among_other_suspects():
     assert close[400:].sum() >= 5 and apart[400:].sum() < close[400:].sum()
 
 
-def test_reference_cut_trims_the_far_anomalies_and_almost_nothing_of_clean_rows(tmp_path):
-    X, y = contaminated()
-    opts = {**FAST, "max_epochs": 20}
-    det = AAEDetector(**opts, reference_cut=3.0).fit(X)
-    bank = _bank_rows(det, X)
-    assert bank[y == 1].sum() == 0  # every anomaly left out of the reference rows
-    assert det.rows_left_out_["reference"] < 2 * (y == 1).sum()
-    clean = X[y == 0].reset_index(drop=True)
-    quiet = AAEDetector(**opts, reference_cut=3.0).fit(clean)
-    assert quiet.rows_left_out_["reference"] <= 0.03 * quiet.n_rows_["train"]
-    det.save(tmp_path / "m")
-    again = load(tmp_path / "m")
-    assert again.options_.reference_cut == 3.0
-    pd.testing.assert_frame_equal(again.score_table(X), det.score_table(X))
-
-
 def test_reference_cluster_trims_the_clustered_anomalies_and_few_clean_rows(tmp_path):
     X, y = contaminated()
     opts = {**FAST, "max_epochs": 20}
@@ -418,7 +379,7 @@ def test_reference_cluster_trims_the_clustered_anomalies_and_few_clean_rows(tmp_
 
 def test_adaptive_trims_same_data_and_seed_same_model():
     X, _ = contaminated(seed=1)
-    for opts in ({**FAST, "reference_cut": 3.0}, {**FAST, "reference_cluster": 0.2}):
+    for opts in ({**FAST, "reference_cluster": 0.2},):
         a, b = AAEDetector(**opts).fit(X), AAEDetector(**opts).fit(X)
         for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
             assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
