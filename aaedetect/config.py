@@ -63,6 +63,15 @@ MAX_TRIM = 0.5
 #: Epochs trained on the whole reconstruction loss before ``recon_trim`` applies: the network
 #: first needs to reconstruct normal rows better than anomalies for the worst rows to be anomalies.
 TRIM_WARMUP_EPOCHS = 5
+#: ``reference_cluster``: a suspect (one of the rows the networks score highest) is left out of the
+#: reference rows when at least this many of its ``NEIGHBORS`` nearest reference rows are suspects
+#: too, ...
+CLUSTER_MIN_SUSPECTS = 4
+#: ... and its nearest reference row that is not a suspect is more than this many times farther
+#: than those neighbours are on average: a cluster of suspects apart from the ordinary rows (a
+#: cluster of anomalies), not a sparse edge of them. Rare normal rows among ordinary ones stay,
+#: so that in clean training data (nearly) nothing is left out (benchmarks/results/contamination-auto.md).
+CLUSTER_GAP = 2.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,11 @@ class Options:
     # contamination: share of the highest-scoring training rows (reconstruction and latent parts)
     # left out of the neighbour part's reference rows, and of held-out rows out of calibration
     reference_trim: float = 0.0
+    # contamination, adaptive (when reference_trim is 0): of this share of the reference rows that
+    # the networks score highest (the suspects), leave out those that sit in a cluster of suspects
+    # apart from the other rows (CLUSTER_MIN_SUSPECTS, CLUSTER_GAP); 0 = off. 0.2 measured in
+    # benchmarks/results/contamination-auto.md
+    reference_cluster: float = 0.0
     fpr: float = 0.01
     # columns
     categorical: tuple[str, ...] = field(default_factory=tuple)
@@ -153,7 +167,7 @@ class Options:
                 fail(name, "must be in (0, 1]")
         if not 0.01 <= _num(self.validation_fraction) <= 0.5:
             fail("validation_fraction", "must be in [0.01, 0.5]")
-        for name in ("recon_trim", "reference_trim"):
+        for name in ("recon_trim", "reference_trim", "reference_cluster"):
             if not 0.0 <= _num(getattr(self, name)) < MAX_TRIM:
                 fail(name, f"must be in [0, {MAX_TRIM:g}) (a share of the rows)")
         if self.latent_signal not in LATENT_SIGNALS:

@@ -26,11 +26,12 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import artifacts
 from ._version import __version__
-from .config import DEFAULT_OPSET, SCORE_BATCH_ROWS, Options, defaults, size_network
+from .config import (CLUSTER_GAP, CLUSTER_MIN_SUSPECTS, DEFAULT_OPSET, NEIGHBORS, SCORE_BATCH_ROWS,
+                     Options, defaults, size_network)
 from .errors import AAEDetectError, DataError, ModelFormatError, OptionError, SmallTableWarning, TrainingError
 from .manifest import FittedState
 from .model import AAE, FeatureEncoder, ScoringGraph
-from .neighbors import Neighbors
+from .neighbors import Neighbors, sample_rows
 from .preprocess import TabularPreprocessor
 from .priors import make_prior
 from .runtime import ONNX_FILE, OUTPUTS
@@ -108,7 +109,8 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
                  latent_signal=_D["latent_signal"],
                  latent_weight=_D["latent_weight"], neighbor_weight=_D["neighbor_weight"],
                  neighbor_rows=_D["neighbor_rows"], reference_trim=_D["reference_trim"],
-                 fpr=_D["fpr"], categorical=_D["categorical"], exclude=_D["exclude"],
+                 reference_cluster=_D["reference_cluster"], fpr=_D["fpr"],
+                 categorical=_D["categorical"], exclude=_D["exclude"],
                  max_categories=_D["max_categories"], device=_D["device"],
                  random_state=_D["random_state"], verbose=0):
         self.scaling = scaling
@@ -131,6 +133,7 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self.neighbor_weight = neighbor_weight
         self.neighbor_rows = neighbor_rows
         self.reference_trim = reference_trim
+        self.reference_cluster = reference_cluster
         self.fpr = fpr
         self.categorical = categorical
         self.exclude = exclude
@@ -193,13 +196,31 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         marks.append(time.perf_counter())
 
         # reference_trim: the rows that look most anomalous to the networks stay out of the
-        # neighbour part's reference rows and of calibration (rows of each set, by share).
+        # neighbour part's reference rows and of calibration (a share of each set); or
+        # reference_cluster: the clusters of such rows stay out of the reference rows.
         bank_rows, calibration_rows = train_idx, np.arange(len(val_idx))
-        if opts.reference_trim > 0:
+        left_out = {"reference": 0, "calibration": 0}
+        clusters = opts.reference_trim == 0 and opts.reference_cluster > 0 and opts.neighbor_weight > 0
+        if opts.reference_trim > 0 or clusters:
             suspicion = _network_scores(ScoringGraph(features, aae, opts.latent_signal).eval(),
                                         numeric, categorical, val_idx, opts.latent_weight, device)
-            bank_rows = np.sort(train_idx[_least(suspicion[train_idx], opts.reference_trim)])
-            calibration_rows = np.sort(_least(suspicion[val_idx], opts.reference_trim))
+            if clusters:
+                # only the suspects that sit among other suspects, apart from the ordinary rows: a
+                # cluster of anomalies finds itself in the reference rows, a rare normal row
+                # among ordinary ones stays (the reference rows' sample is drawn first)
+                sample = sample_rows(train_idx, seed, opts.neighbor_rows)
+                bank_rows = sample[~_clustered(x[torch.from_numpy(sample).to(device)], suspicion[sample],
+                                               opts.reference_cluster, CLUSTER_MIN_SUSPECTS, CLUSTER_GAP)]
+                left = len(sample)
+            else:
+                bank_rows = np.sort(train_idx[_least(suspicion[train_idx], opts.reference_trim)])
+                left = len(train_idx)
+                calibration_rows = np.sort(_least(suspicion[val_idx], opts.reference_trim))
+            left_out = {"reference": left - len(bank_rows),
+                        "calibration": len(val_idx) - len(calibration_rows)}
+            logger.info("left out as suspect: %d of %d training rows from the reference rows, %d of "
+                        "%d held-out rows from calibration", left_out["reference"], left,
+                        left_out["calibration"], len(val_idx))
         neighbors = None
         if opts.neighbor_weight > 0:
             neighbors = Neighbors.from_training(aae.encoder.body, x, bank_rows, seed, opts.neighbor_rows,
@@ -233,6 +254,9 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
         self._set_fitted(state, graph, device)
         #: Seconds spent in each step of the last fit (training includes preparing the features).
         self.fit_seconds_ = dict(zip(("train", "neighbors", "calibrate"), np.diff(marks).round(4).tolist()))
+        #: Rows the last fit left out as suspect (``reference_trim``, ``reference_cluster``): training
+        #: rows out of the neighbour part's reference rows, held-out rows out of calibration.
+        self.rows_left_out_ = left_out
         return self
 
     @staticmethod
@@ -544,6 +568,39 @@ def _network_scores(graph: ScoringGraph, numeric: np.ndarray, categorical: np.nd
                           latent_weight=latent_weight)
     return cal.combine(cal.recon.z(recon_raw.astype(np.float64)),
                        cal.latent.z(latent_raw.astype(np.float64)), np.zeros(len(recon_raw)))
+
+
+def _clustered(x: torch.Tensor, scores: np.ndarray, trim: float, min_suspect: int,
+               gap: float = 0.0) -> np.ndarray:
+    """Which rows of ``x`` (N, F, the encoded input) are suspects, among the ``floor(trim * N)``
+    highest ``scores``, with at least ``min_suspect`` suspects among their ``NEIGHBORS`` nearest
+    other rows (Euclidean distance in float64; ties: the earlier row is nearer) and, ``gap`` > 0,
+    no row that is not a suspect within ``gap`` times their mean distance to those neighbours
+    (a cluster apart from the rest, not the edge of the ordinary rows)."""
+    n = len(scores)
+    suspect = np.zeros(n, dtype=bool)
+    suspect[np.argsort(scores, kind="stable")[n - int(trim * n):]] = True
+    k = min(NEIGHBORS, n - 1)
+    if k < 1 or not suspect.any():
+        return np.zeros(n, dtype=bool)
+    bank = x.double()
+    rows = np.flatnonzero(suspect)
+    counts = np.zeros(n, dtype=np.int64)
+    apart = np.ones(n, dtype=bool)
+    flags = torch.from_numpy(suspect).to(x.device)
+    step = SCORE_BATCH_ROWS[x.device.type]
+    with torch.no_grad():
+        for start in range(0, len(rows), step):
+            part = torch.from_numpy(rows[start:start + step]).to(x.device)
+            dist = torch.cdist(bank[part], bank)
+            dist[torch.arange(len(part), device=x.device), part] = math.inf  # not its own neighbour
+            # stable sort: among equal distances the earlier row comes first
+            ordered, nearest = torch.sort(dist, dim=1, stable=True)
+            counts[rows[start:start + step]] = flags[nearest[:, :k]].sum(1).cpu().numpy()
+            if gap > 0:
+                ordinary = dist.masked_fill(flags.unsqueeze(0), math.inf).min(1).values
+                apart[rows[start:start + step]] = (ordinary > gap * ordered[:, :k].mean(1)).cpu().numpy()
+    return suspect & (counts >= min_suspect) & apart
 
 
 def _least(scores: np.ndarray, trim: float) -> np.ndarray:

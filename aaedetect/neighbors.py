@@ -71,6 +71,13 @@ def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: tor
     return distance, (squares.mean(1) @ fold).float()
 
 
+def sample_rows(rows: np.ndarray, seed: int, max_rows: int) -> np.ndarray:
+    """``rows``, or a seeded sample of ``max_rows`` of them (sorted) when there are more."""
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+    return rows
+
+
 class Neighbors(nn.Module):
     """Reference rows for the neighbour part, in two spaces: the encoded input the autoencoder
     reads, and the encoder's last hidden layer (the representation it learnt). Plain float arrays,
@@ -105,8 +112,7 @@ class Neighbors(nn.Module):
                       max_rows: int, fold: np.ndarray | None = None) -> "Neighbors":
         """The reference rows: the training rows ``rows`` of the encoded table ``x`` (a seeded
         sample of at most ``max_rows``), and their hidden layer (in float64, as scoring does)."""
-        if len(rows) > max_rows:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+        rows = sample_rows(rows, seed, max_rows)
         bank_x = x[torch.from_numpy(rows).to(x.device)]
         step = SCORE_BATCH_ROWS[x.device.type]
         bank_h = torch.cat([hidden64(body, bank_x[i:i + step]) for i in range(0, len(bank_x), step)])

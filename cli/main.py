@@ -206,6 +206,12 @@ def _default(name: str) -> str:
               help="For training rows that may hold anomalies: leave this share of the rows that "
                    "the networks score highest out of the neighbour part's reference rows and of "
                    f"calibration, in [0, 0.5).  [default: {_default('reference_trim')}]")
+@click.option("--reference-cluster", type=float, default=None, metavar="SHARE",
+              help="For training rows that may hold anomalies (used when --reference-trim is 0): "
+                   "of this share of the rows that the networks score highest, leave out of the "
+                   "neighbour part's reference rows those that form a cluster apart from the other "
+                   "rows (in clean rows, few or none).  0 turns it off, in [0, 0.5).  "
+                   f"[default: {_default('reference_cluster')}]")
 @click.option("--max-categories", type=int, default=None,
               help=f"Most categories kept per column; rarer ones share one slot.  [default: {_default('max_categories')}]")
 @click.option("--seed", "random_state", type=int, default=0, show_default=True,

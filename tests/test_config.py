@@ -21,6 +21,7 @@ def test_defaults_are_valid_and_round_trip():
     ("latent_signal", "magic"), ("max_epochs", True), ("max_epochs", "many"),
     ("recon_trim", -0.1), ("recon_trim", 0.5), ("recon_trim", float("nan")), ("recon_trim", "10%"),
     ("reference_trim", -0.01), ("reference_trim", 0.9), ("reference_trim", True), ("reference_trim", None),
+    ("reference_cluster", -0.1), ("reference_cluster", 0.5), ("reference_cluster", True), ("reference_cluster", "auto"),
 ])
 def test_bad_values_are_refused_with_the_option_named(name, value):
     with pytest.raises(OptionError, match=name):

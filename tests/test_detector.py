@@ -323,3 +323,74 @@ def test_reference_trim_on_a_table_too_small_to_hold_rows_out():
         det = AAEDetector(**FAST, reference_trim=0.1).fit(X)
     assert len(det.graph_.neighbors.x_bank) == 18
     assert np.isfinite(det.score_samples(X)).all()
+
+
+# ------------------------------------------- reference_cluster (adaptive contamination)
+def test_clustered_suspects_are_those_among_other_suspects():
+    import torch
+
+    from aaedetect.detector import _clustered
+
+    rng = np.random.default_rng(0)
+    bulk = rng.normal(0, 1, (400, 3))
+    cluster = rng.normal(8, 0.05, (20, 3))  # a tight cluster far from the bulk
+    x = torch.from_numpy(np.r_[bulk, cluster]).float()
+    scores = np.r_[rng.normal(0, 1, 400), rng.normal(10, 0.1, 20)]
+    loners = rng.choice(400, 20, replace=False)  # rows of the bulk the networks score high
+    scores[loners] = 9.0 + rng.random(20)
+    out = _clustered(x, scores, trim=0.1, min_suspect=4)  # 42 suspects: the cluster, the loners, 2 more
+    assert out[400:].all()  # every row of the cluster has only cluster rows as its 5 nearest
+    assert out[:400].sum() <= 2  # the loners sit among ordinary rows and stay
+    assert not _clustered(x, scores, trim=0.0, min_suspect=4).any()
+    # the cluster is far from every ordinary row: it passes a gap test of 2 (and even of 10)
+    assert (_clustered(x, scores, trim=0.1, min_suspect=4, gap=10.0) == out).all()
+    # a tight clump of suspects at the edge of the bulk, as close to ordinary rows as to each
+    # other, is a cluster but fails the gap test
+    edge = np.r_[bulk, rng.normal(0, 0.3, (20, 3)) + bulk[0]]
+    scores2 = np.r_[scores[:400], np.full(20, 10.0)]
+    scores2[0] = 10.0
+    close = _clustered(torch.from_numpy(edge).float(), scores2, trim=0.1, min_suspect=4)
+    apart = _clustered(torch.from_numpy(edge).float(), scores2, trim=0.1, min_suspect=4, gap=2.0)
+    assert close[400:].sum() >= 5 and apart[400:].sum() < close[400:].sum()
+
+
+def test_reference_cluster_trims_the_clustered_anomalies_and_few_clean_rows(tmp_path):
+    X, y = contaminated()
+    opts = {**FAST, "max_epochs": 20}
+    share = AAEDetector(**opts, reference_trim=0.2).fit(X)
+    opts["reference_cluster"] = 0.2
+    det = AAEDetector(**opts).fit(X)
+    bank = _bank_rows(det, X)
+    assert bank[y == 1].sum() == 0  # every anomaly left out of the reference rows
+    assert det.rows_left_out_["reference"] < share.rows_left_out_["reference"]
+    assert det.rows_left_out_["calibration"] == 0  # calibration keeps every held-out row
+    assert roc_auc_score(y, -det.score_samples(X)) > 0.95
+    off = AAEDetector(**{**opts, "reference_cluster": 0.0}).fit(X)
+    assert off.rows_left_out_["reference"] == 0 and _bank_rows(off, X)[y == 1].sum() > 20
+    # clean rows: a few at most (here the sparse ends of the line are the suspects)
+    clean = X[y == 0].reset_index(drop=True)
+    quiet = AAEDetector(**opts).fit(clean)
+    assert quiet.rows_left_out_["reference"] <= 0.05 * quiet.n_rows_["train"]
+    det.save(tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert again.options_.reference_cluster == 0.2
+    pd.testing.assert_frame_equal(again.score_table(X), det.score_table(X))
+
+
+def test_adaptive_trims_same_data_and_seed_same_model():
+    X, _ = contaminated(seed=1)
+    for opts in ({**FAST, "reference_cluster": 0.2},):
+        a, b = AAEDetector(**opts).fit(X), AAEDetector(**opts).fit(X)
+        for (ka, va), (kb, vb) in zip(a.graph_.state_dict().items(), b.graph_.state_dict().items()):
+            assert ka == kb and np.array_equal(va.numpy(), vb.numpy()), ka
+        assert a.calibration_ == b.calibration_ and a.threshold_ == b.threshold_
+
+
+def _bank_rows(det, X):
+    """Which rows of ``X`` are among the detector's reference rows."""
+    import torch
+
+    num, cat = (torch.from_numpy(v) for v in det.preprocessor_.transform(X))
+    with torch.no_grad():
+        x = det.graph_.features(num, cat)
+    return (x[:, None, :] == det.graph_.neighbors.x_bank[None]).all(2).any(1).numpy()
