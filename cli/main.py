@@ -8,8 +8,10 @@ torch is imported only by commands that train, so ``aaedetect score`` starts fas
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -60,6 +62,33 @@ class Group(click.Group):
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         sys.exit(rv or 0)
+
+
+def run() -> None:
+    """The ``aaedetect`` program: :data:`main`, then a quick exit.
+
+    Once a command is done (its output committed, every ``atexit`` handler run, stdout and stderr
+    flushed), the process ends without tearing the interpreter down module by module: freeing
+    onnxruntime, pyarrow and numpy took about 0.1 s, a fifth of a small ``aaedetect score``.
+    ``main`` itself exits as usual, for callers in Python (tests, ``CliRunner``).
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    atexit._run_exitfuncs()  # logging.shutdown, weakref finalizers, and the like
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe, or stderr closed after one
+            pass
+    os._exit(code)
 
 
 def _on_sigterm():

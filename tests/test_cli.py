@@ -179,6 +179,25 @@ def test_real_process(tmp_path, csv_file):
     assert bad.returncode == 5 and bad.stderr.startswith("error: ") and bad.stdout == ""
 
 
+def test_the_program_ends_without_teardown_but_with_everything_done(tmp_path, csv_file, cli_model):
+    """`aaedetect` (cli.main.run) skips the interpreter's teardown, not the exit code, the atexit
+    handlers or the last of stdout."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('atexit ran\\n'))\n"
+            "sys.argv = ['aaedetect', *sys.argv[1:]]\n"
+            "from aaedetect_cli.main import run\n"
+            "run()\n")
+    done = subprocess.run([sys.executable, "-c", code, "score", str(csv_file), "-m", str(cli_model)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 301 and done.stdout.endswith("\n")
+    assert done.stderr.splitlines()[-1] == "atexit ran"
+    bad = subprocess.run([sys.executable, "-c", code, "score", str(tmp_path / "nope.csv"), "-m", str(cli_model)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 5 and bad.stderr.splitlines() == [f"error: {tmp_path / 'nope.csv'}: no such file",
+                                                              "atexit ran"]
+
+
 def test_warnings_are_counted_over_the_whole_file(cli_model, tmp_path):
     data = tmp_path / "in.csv"
     rows = "".join(f"{i},{3 * i},{'' if i % 2 else 0.5},{'purple' if i % 3 == 0 else 'red'}\n" for i in range(30))
