@@ -67,6 +67,16 @@ def strings(values: Sequence[str | None]) -> pa.Array:
                                            pa.py_buffer(b"".join(encoded))], null_count=nulls)
 
 
+def booleans(flags: np.ndarray) -> pa.Array:
+    """An Arrow boolean array of a numpy array of truth values (no nulls)."""
+    return pc.cast(from_numpy(np.asarray(flags, dtype=bool).view(np.uint8)), pa.bool_())
+
+
+def is_text(kind: pa.DataType) -> bool:
+    """Arrow's string types, of either offset width."""
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
 def null_string() -> pa.Scalar:
     """A null string scalar (``pa.scalar(None, pa.string())`` without pandas)."""
     return pa.nulls(1, pa.string())[0]

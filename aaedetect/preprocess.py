@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrays import from_numpy, null_string, strings, to_numpy
+from .arrays import booleans, is_text, null_string, strings, to_numpy
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -342,8 +342,8 @@ def _column(df: "pd.DataFrame | pa.Table", name: str) -> Column:
         return df[name]
     column = df.column(name)
     kind = column.type
-    if (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-            or pa.types.is_floating(kind) or (pa.types.is_boolean(kind) and column.null_count == 0)):
+    if (is_text(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+            or (pa.types.is_boolean(kind) and column.null_count == 0)):
         return column.combine_chunks()
     return column.to_pandas()
 
@@ -397,7 +397,7 @@ def _is_bool(series: Column) -> bool:
 def _is_plain(series: Column) -> bool:
     """Numbers or booleans already (no text to parse)."""
     if isinstance(series, pa.Array):
-        return not (pa.types.is_string(series.type) or pa.types.is_large_string(series.type))
+        return not is_text(series.type)
     import pandas as pd
 
     return pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
@@ -429,7 +429,7 @@ def _missing(series: Column) -> pa.Array:
         return _missing_in(_text(series))
     if isinstance(series, pa.Array):
         return pc.is_null(series, nan_is_null=True)
-    return pc.cast(from_numpy(series.isna().to_numpy(dtype=np.uint8)), pa.bool_())
+    return booleans(series.isna().to_numpy(dtype=bool))
 
 
 def _missing_mask(series: Column) -> np.ndarray:
@@ -502,9 +502,8 @@ def _category_text(series: Column, spelling: str) -> pa.Array:
         text[ok & ~integral] = [repr(float(v)) for v in parsed[ok & ~integral]]
         text = strings(text)
     elif spelling == "boolean" and _is_bool(series):
-        flags = to_numpy(series, bool) if isinstance(series, pa.Array) else series.to_numpy(dtype=bool)
-        text = pc.if_else(pc.cast(from_numpy(flags.astype(np.uint8)), pa.bool_()), _BOOLEAN_WORDS[0],
-                          _BOOLEAN_WORDS[1])
+        flags = series if isinstance(series, pa.Array) else booleans(series.to_numpy(dtype=bool))
+        text = pc.if_else(flags, _BOOLEAN_WORDS[0], _BOOLEAN_WORDS[1])
     elif spelling == "boolean":
         text = pc.utf8_lower(pc.utf8_trim_whitespace(_text(series)))
     else:

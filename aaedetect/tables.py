@@ -23,9 +23,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pyarrow as pa

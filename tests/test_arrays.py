@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from aaedetect.arrays import from_numpy, null_string, strings, to_numpy
+from aaedetect.arrays import booleans, from_numpy, is_text, null_string, strings, to_numpy
 
 
 @pytest.mark.parametrize("values,dtype", [
@@ -42,6 +42,13 @@ def test_from_numpy_shares_memory_and_keeps_the_type():
     assert from_numpy(np.array([1, 0], np.int8)).type == pa.int8()
 
 
+def test_booleans_and_text_types():
+    flags = np.array([True, False, True])
+    assert booleans(flags).equals(pa.array(flags.tolist())) and booleans(flags[1:]).to_pylist() == [False, True]
+    assert is_text(pa.string()) and is_text(pa.large_string())
+    assert not any(is_text(t) for t in (pa.binary(), pa.int64(), pa.dictionary(pa.int8(), pa.string())))
+
+
 def test_strings_round_trip():
     values = ["a", None, "héllo, wörld", "", "x" * 1000]
     array = strings(values)
@@ -53,9 +60,10 @@ def test_strings_round_trip():
 
 def test_the_helpers_do_not_import_pandas():
     code = ("import sys, numpy as np, pyarrow.compute as pc\n"
-            "from aaedetect.arrays import from_numpy, strings, to_numpy\n"
+            "from aaedetect.arrays import booleans, from_numpy, strings, to_numpy\n"
             "t = strings(['1', None, '2'])\n"
             "to_numpy(pc.cast(t, 'float64')); to_numpy(pc.is_null(t), bool); from_numpy(np.zeros(2))\n"
+            "booleans(np.ones(2, bool))\n"
             "assert 'pandas' not in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
