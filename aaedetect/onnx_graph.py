@@ -269,16 +269,18 @@ def _mean_neighbor_distance(g: _Builder, query64: str, bank: np.ndarray, k: int,
     """aaedetect.neighbors.mean_neighbor_distance: (B,) float32, from float64 queries (B, F); with
     ``fold`` (F, C), also the per-column differences (B, C) float32 to the same nearest rows."""
     bank32 = np.asarray(bank, np.float32)
-    bank_t = g.const(np.ascontiguousarray(bank32.T), np.float32, "bank_t")  # (F, M)
-    bank_sq32 = g.const((bank32 * bank32).sum(1), np.float32, "bank_sq32")
+    # The ranking |b|^2 - 2 q.b as one MatMul of [q, 1] (B, F+1) by [-2 b; |b|^2] (F+1, M): a Gemm
+    # with the lengths as its bias (C) writes the (B, M) block twice, C broadcast and then the
+    # product added, and that block, not the arithmetic, is most of the search's cost.
+    ranker = np.concatenate([-2.0 * bank32.T, (bank32 * bank32).sum(1)[None]]).astype(np.float32)
     bank64 = bank32.astype(np.float64)  # exact: the float32 rows, widened
     # The rows gathered for the exact stage, stored widened: a Cast of every gathered (B, c, F)
     # block cost more than the few MB this adds to the file.
     bank_rows = g.const(bank64, np.float64, "bank")  # (M, F)
     bank_sq64 = g.const((bank64 * bank64).sum(1), np.float64, "bank_sq64")
-    q32 = g.op("Cast", query64, to=F32)
-    # |b|^2 - 2 q.b (B, M): the ranking of |q - b|^2, in one Gemm with the lengths as its bias
-    rank = g.op("Gemm", q32, bank_t, bank_sq32, alpha=-2.0, beta=1.0)
+    q1 = g.op("Pad", g.op("Cast", query64, to=F32), g.const([0, 0, 0, 1], np.int64),
+              g.const(1.0, np.float32))  # (B, F+1): a column of ones appended
+    rank = g.op("MatMul", q1, g.const(ranker, np.float32, "ranker"))  # (B, M): |q-b|^2 - |q|^2
     n_candidates = min(NEIGHBOR_CANDIDATES * (k + 1), bank32.shape[0])
     _, candidates = g.op2("TopK", rank, g.const([n_candidates], np.int64), axis=1, largest=0, sorted=1)
     rows = g.op("Gather", bank_rows, candidates, axis=0)  # (B, c, F) float64
