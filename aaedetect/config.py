@@ -38,6 +38,9 @@ SCORE_BATCH_ROWS = {"cpu": 1_024, "cuda": 16_384}
 NEIGHBORS = 5
 #: Candidates per neighbour taken from the fast float32 step to the exact float64 one.
 NEIGHBOR_CANDIDATES = 2
+#: The hidden layer's neighbour space when the layer is wider: its top principal axes over the
+#: reference rows, plus the length of what they leave out (aaedetect.neighbors.hidden_axes).
+NEIGHBOR_HIDDEN_AXES = 32
 #: Two vectors are the same row when their distance is below this share of their length
 #: (``|q - b|^2 <= SAME_ROW_RELATIVE^2 * (|q|^2 + |b|^2)``). The encoded input is float32, and
 #: two engines may round a value to neighbouring float32 numbers (one step is 2^-23 of it); 2^-16

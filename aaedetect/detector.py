@@ -473,11 +473,16 @@ def _rebuild_graph(state: FittedState, weights: dict[str, torch.Tensor], where) 
         aae.load_state_dict(weights, strict=True)
         neighbors = None
         if state.calibration.neighbor_weight > 0 or banks:
-            x_bank, h_bank = banks["x_bank"], banks["h_bank"]
+            x_bank, h_bank = banks.pop("x_bank"), banks.pop("h_bank")
+            # models written before the hidden layer's axes have neither array (and full rows)
+            axes = (banks.pop("h_mean"), banks.pop("h_axes")) if "h_axes" in banks else None
+            if banks:
+                raise ValueError(f"unknown arrays {', '.join(sorted(banks))}")
+            width = h_bank.shape[1:2] if axes is None else axes[1].shape[:1]  # the hidden layer's
             if x_bank.ndim != 2 or h_bank.ndim != 2 or x_bank.shape[1] != cfg.n_inputs \
-                    or h_bank.shape[1] != cfg.hidden[1]:
+                    or width != (cfg.hidden[1],):
                 raise ModelFormatError(f"{where}: the neighbour rows do not match the manifest's network")
-            neighbors = Neighbors(x_bank, h_bank, state.preprocessor.feature_fold())
+            neighbors = Neighbors(x_bank, h_bank, state.preprocessor.feature_fold(), axes)
     except (KeyError, ValueError) as exc:
         raise ModelFormatError(f"{where}: the neighbour rows are missing or malformed ({exc})") from None
     except RuntimeError as exc:

@@ -1,7 +1,8 @@
 """The neighbour part: reference rows kept from training, and each row's mean distance to the
 nearest of them, in the encoded input and in the encoder's last hidden layer.
 
-Shapes: B query rows, M reference rows, F features of the space searched.
+Shapes: B query rows, M reference rows, F features of the space searched, H the hidden layer's
+width, A its principal axes kept.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NEIGHBOR_CANDIDATES, NEIGHBORS, SAME_ROW_RELATIVE, SCORE_BATCH_ROWS
+from .config import (NEIGHBOR_CANDIDATES, NEIGHBOR_HIDDEN_AXES, NEIGHBORS, SAME_ROW_RELATIVE,
+                     SCORE_BATCH_ROWS)
 
 
 def hidden64(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -29,6 +31,42 @@ def hidden64(body: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         elif isinstance(layer, nn.ReLU):
             h = F.relu(h)
     return h
+
+
+def hidden_axes(h: torch.Tensor, n_axes: int = NEIGHBOR_HIDDEN_AXES
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The mean (H,) and the top ``n_axes`` principal axes (H, A) of the reference rows' hidden
+    layer ``h`` (M, H, float64), or None when the layer is no wider than that.
+
+    The search over the reference rows costs in proportion to its space's width (the exact stage)
+    and to the rows' count (the ranking); a hidden layer of 128 or 256 units is searched in 33
+    coordinates instead (see :func:`project_hidden`): the 32 axes hold over 99% of the variance of
+    the reference rows' hidden layers on the speed benchmark's table, and the shared datasets'
+    detection quality did not move (benchmarks/results/neighbor-cost-study.md). Computed with
+    numpy on the CPU, whatever the device, so a fit gives the same axes anywhere.
+    """
+    if n_axes >= h.shape[1]:
+        return None
+    rows = h.detach().cpu().double().numpy()
+    mean = rows.mean(0)
+    _, _, vt = np.linalg.svd(rows - mean, full_matrices=False)
+    axes = np.ascontiguousarray(vt[:n_axes].T)
+    return torch.from_numpy(mean).to(h.device), torch.from_numpy(axes).to(h.device)
+
+
+def project_hidden(h: torch.Tensor, mean: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """Hidden layers ``h`` (B, H, float64) in the reference rows' principal axes, with the length
+    of the rest as one more coordinate (B, A + 1).
+
+    Distances there are never above the full ones (the rest's length differs by at most the
+    distance between the rests), equal them for rows in the axes' span, and still grow with how
+    far a row's hidden layer leaves that span: an unusual row does not vanish into the axes left
+    out.
+    """
+    centred = h - mean
+    along = centred @ axes
+    rest = (centred * centred).sum(1, keepdim=True) - (along * along).sum(1, keepdim=True)
+    return torch.cat([along, rest.clamp_min(0.0).sqrt()], 1)
 
 
 def mean_neighbor_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
@@ -80,13 +118,26 @@ def sample_rows(rows: np.ndarray, seed: int, max_rows: int) -> np.ndarray:
 
 class Neighbors(nn.Module):
     """Reference rows for the neighbour part, in two spaces: the encoded input the autoencoder
-    reads, and the encoder's last hidden layer (the representation it learnt). Plain float arrays,
-    saved in ``weights.npz`` beside the networks."""
+    reads, and the encoder's last hidden layer (the representation it learnt), in its principal
+    axes when it is wider than :data:`NEIGHBOR_HIDDEN_AXES` (``axes``: :func:`hidden_axes`; then
+    ``h_bank`` holds the projected rows, :func:`project_hidden`). Plain float arrays, saved in
+    ``weights.npz`` beside the networks."""
 
-    def __init__(self, x_bank: torch.Tensor, h_bank: torch.Tensor, fold: np.ndarray | None = None):
+    def __init__(self, x_bank: torch.Tensor, h_bank: torch.Tensor, fold: np.ndarray | None = None,
+                 axes: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         if x_bank.ndim != 2 or h_bank.ndim != 2 or len(x_bank) != len(h_bank) or len(x_bank) < 2:
             raise ValueError("neighbour banks must be two tables with as many rows, at least 2")
+        if axes is not None:
+            mean, directions = axes
+            if mean.ndim != 1 or directions.ndim != 2 or directions.shape[0] != len(mean) \
+                    or h_bank.shape[1] != directions.shape[1] + 1:
+                raise ValueError(f"the hidden layer's axes {tuple(directions.shape)} do not match its "
+                                 f"reference rows {tuple(h_bank.shape)}")
+            self.register_buffer("h_mean", mean.double())
+            self.register_buffer("h_axes", directions.double())
+        else:
+            self.h_mean = self.h_axes = None
         self.register_buffer("x_bank", x_bank.float())
         self.register_buffer("h_bank", h_bank.float())
         # Squared lengths for the same-row cut-off: derived from the banks, so not saved.
@@ -104,16 +155,23 @@ class Neighbors(nn.Module):
         (B, H, float64: see :func:`hidden64`), and the per-column differences (B, C) to the
         nearest rows of the encoded input (see :func:`mean_neighbor_distance`)."""
         near_x, columns = mean_neighbor_distance(x, self.x_bank, self.x_sq, self.k, self.fold)
+        if self.h_axes is not None:
+            h = project_hidden(h, self.h_mean, self.h_axes)
         return near_x, mean_neighbor_distance(h, self.h_bank, self.h_sq, self.k), columns
+
 
     @classmethod
     @torch.no_grad()
     def from_training(cls, body: nn.Sequential, x: torch.Tensor, rows: np.ndarray, seed: int,
                       max_rows: int, fold: np.ndarray | None = None) -> "Neighbors":
         """The reference rows: the training rows ``rows`` of the encoded table ``x`` (a seeded
-        sample of at most ``max_rows``), and their hidden layer (in float64, as scoring does)."""
+        sample of at most ``max_rows``), and their hidden layer (in float64, as scoring does), in
+        its principal axes when it is wider than :data:`NEIGHBOR_HIDDEN_AXES`."""
         rows = sample_rows(rows, seed, max_rows)
         bank_x = x[torch.from_numpy(rows).to(x.device)]
         step = SCORE_BATCH_ROWS[x.device.type]
         bank_h = torch.cat([hidden64(body, bank_x[i:i + step]) for i in range(0, len(bank_x), step)])
-        return cls(bank_x, bank_h, fold)
+        axes = hidden_axes(bank_h)
+        if axes is not None:
+            bank_h = project_hidden(bank_h, *axes)
+        return cls(bank_x, bank_h, fold, axes)

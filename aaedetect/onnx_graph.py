@@ -141,6 +141,8 @@ def build(state: "FittedState", weights: dict[str, np.ndarray], *, opset: int = 
         x64 = g.op("Cast", x, to=F64)
         h64 = g.op("Relu", g.linear(x64, w["encoder.body.0.weight"], w["encoder.body.0.bias"], np.float64))
         h64 = g.op("Relu", g.linear(h64, w["encoder.body.3.weight"], w["encoder.body.3.bias"], np.float64))
+        if "neighbors.h_axes" in w:  # a wide hidden layer, searched in its principal axes
+            h64 = _project_hidden(g, h64, w["neighbors.h_mean"], w["neighbors.h_axes"])
         k = min(NEIGHBORS, len(w["neighbors.x_bank"]) - 1)
         near_x, near_columns = _mean_neighbor_distance(g, x64, w["neighbors.x_bank"], k, pre.feature_fold())
         near_h = _mean_neighbor_distance(g, h64, w["neighbors.h_bank"], k)
@@ -262,6 +264,17 @@ def _prior_log_prob(g: _Builder, spec: str, latent_dim: int, z: str, weights) ->
                                 g.reduce("ReduceSum", g.op("Mul", scaled, scaled), 2)),
                     g.const(latent_dim * math.log(MIXTURE_STD * math.sqrt(2 * math.pi)), np.float32))
     return g.op("Sub", g.reduce("ReduceLogSumExp", log_comp, 1), g.const(math.log(k), np.float32))
+
+
+def _project_hidden(g: _Builder, h64: str, mean: np.ndarray, axes: np.ndarray) -> str:
+    """aaedetect.neighbors.project_hidden: (B, A + 1) float64, the axes' coordinates and the
+    length of the rest."""
+    centred = g.op("Sub", h64, g.const(mean, np.float64, "h_mean"))
+    along = g.op("MatMul", centred, g.const(axes, np.float64, "h_axes"))  # (B, A)
+    rest = g.op("Sub", g.reduce("ReduceSum", g.op("Mul", centred, centred), 1, keepdims=1),
+                g.reduce("ReduceSum", g.op("Mul", along, along), 1, keepdims=1))
+    rest = g.op("Sqrt", g.op("Max", rest, g.const(0.0, np.float64)))  # (B, 1)
+    return g.op("Concat", along, rest, axis=1)
 
 
 def _mean_neighbor_distance(g: _Builder, query64: str, bank: np.ndarray, k: int,
