@@ -24,7 +24,10 @@ from typing import Any
 from .errors import ModelFormatError, PathError, check_not_stopped
 
 FORMAT_NAME = "aaedetect-model"
-FORMAT_VERSION = 3
+#: 4: a hidden layer wider than 32 units is kept as its principal axes and the reference rows in
+#: them (``neighbors.h_mean``, ``neighbors.h_axes``); an older aaedetect would refuse those rows,
+#: so it is told to upgrade instead. Version 3 directories (full hidden-layer rows) are still read.
+FORMAT_VERSION = 4
 #: Versions 1 and 2 (development builds: before the neighbour part, and before its self-match
 #: rule and float64 search) are no longer read: their scores would not match their ONNX graphs.
 OLDEST_FORMAT_VERSION = 3

@@ -3,6 +3,7 @@ axes plus the length of the rest (aaedetect.neighbors.hidden_axes, project_hidde
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -123,6 +124,8 @@ def test_models_written_before_the_axes_still_load_and_score(wide, tmp_path):
     weights["neighbors.h_bank"] = full
     np.savez(tmp_path / "m" / "weights.npz", **weights)
     vouch(tmp_path / "m", "weights.npz")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
     old = load(tmp_path / "m")
     assert old.graph_.neighbors.h_axes is None and old.graph_.neighbors.h_bank.shape == full.shape
     num, cat = (torch.from_numpy(a) for a in det.preprocessor_.transform(table))
