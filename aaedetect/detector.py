@@ -397,7 +397,9 @@ class AAEDetector(FrameScorer, OutlierMixin, BaseEstimator):
             "package_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **state,
-            "neighbors": None if neighbors is None else {"rows": len(neighbors.x_bank), "k": neighbors.k},
+            "neighbors": None if neighbors is None else {
+                "rows": len(neighbors.x_bank), "k": neighbors.k,
+                "hidden_axes": None if neighbors.h_axes is None else neighbors.h_axes.shape[1]},
             "training": {**state["training"], "device": str(self.device_),
                          "torch_version": torch.__version__, "python": platform.python_version()},
         }

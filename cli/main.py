@@ -600,7 +600,10 @@ def describe(m: dict) -> str:
     lines += [
         f"network: {m['network']}",
         "neighbour part: " + (f"{nb.get('rows')} training rows kept in the model (encoded), "
-                              f"{nb.get('k')} nearest averaged" if nb else "off, no training rows kept"),
+                              f"{nb.get('k')} nearest averaged"
+                              + (f"; hidden layer searched in its {nb['hidden_axes']} principal axes"
+                                 if nb.get("hidden_axes") else "")
+                              if nb else "off, no training rows kept"),
         f"training: {t['rows']:,} rows, {t['validation_rows']:,} held out; {t['epochs_run']} epochs, "
         f"best {t['best_epoch']} (val loss {t['best_val_loss']:.4g}); {t['seconds']}s on {t['device']}; "
         f"seed {m['seed']}",

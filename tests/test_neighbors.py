@@ -81,6 +81,14 @@ def test_a_wide_hidden_layer_is_searched_in_its_axes_and_saved_with_them(wide, t
     with np.load(tmp_path / "m" / "weights.npz") as weights:
         assert weights["neighbors.h_axes"].shape == (hidden, NEIGHBOR_HIDDEN_AXES)
         assert weights["neighbors.h_mean"].shape == (hidden,)
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["neighbors"]["hidden_axes"] == NEIGHBOR_HIDDEN_AXES
+    from click.testing import CliRunner
+
+    from aaedetect_cli.main import main
+
+    info = CliRunner().invoke(main, ["info", "-m", str(tmp_path / "m")])
+    assert info.exit_code == 0 and f"hidden layer searched in its {NEIGHBOR_HIDDEN_AXES} principal axes" in info.output
     again = load(tmp_path / "m")
     pd.testing.assert_frame_equal(again.score_table(table), det.score_table(table))
     # the ONNX graph computes the same (its parity with torch was checked when it was written)
