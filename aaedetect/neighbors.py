@@ -43,7 +43,7 @@ def hidden_axes(h: torch.Tensor, n_axes: int = NEIGHBOR_HIDDEN_AXES
     coordinates instead (see :func:`project_hidden`): the 32 axes hold over 99% of the variance of
     the reference rows' hidden layers on the speed benchmark's table, and the shared datasets'
     detection quality did not move (benchmarks/results/neighbor-cost-study.md). Computed with
-    numpy on the CPU, whatever the device, so a fit gives the same axes anywhere.
+    numpy on the CPU whatever the device, so a fit on a GPU gets the axes a CPU fit would.
     """
     if n_axes >= h.shape[1]:
         return None
@@ -158,7 +158,6 @@ class Neighbors(nn.Module):
         if self.h_axes is not None:
             h = project_hidden(h, self.h_mean, self.h_axes)
         return near_x, mean_neighbor_distance(h, self.h_bank, self.h_sq, self.k), columns
-
 
     @classmethod
     @torch.no_grad()
