@@ -1,7 +1,6 @@
 """benchmarks/weights.py: its recombination of the score parts is the package's own formula."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
