@@ -166,3 +166,12 @@ def test_bad_hidden_axes_are_refused(wide, tmp_path, edit, message):
     with pytest.raises(ModelFormatError, match=message):
         load(tmp_path / "m")
     shutil.rmtree(tmp_path / "m")
+
+
+def test_the_axes_are_reproducible(wide):
+    """Same data, options and seed: the same axes, reference rows and scores."""
+    table, det = wide
+    again = AAEDetector(**FAST).fit(table)
+    for name in ("h_mean", "h_axes", "h_bank", "x_bank"):
+        assert torch.equal(getattr(again.graph_.neighbors, name), getattr(det.graph_.neighbors, name)), name
+    np.testing.assert_array_equal(again.score_samples(table), det.score_samples(table))
