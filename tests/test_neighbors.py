@@ -4,7 +4,6 @@ axes plus the length of the rest (aaedetect.neighbors.hidden_axes, project_hidde
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,7 @@ from aaedetect.config import NEIGHBOR_HIDDEN_AXES
 from aaedetect.errors import ModelFormatError
 
 from conftest import FAST
-from test_untrusted import vouch
+from test_untrusted import edit_weights
 
 U = 2.0 ** -52  # float64 unit roundoff
 
@@ -126,12 +125,12 @@ def test_models_written_before_the_axes_still_load_and_score(wide, tmp_path):
     bank = det.graph_.neighbors
     with torch.no_grad():
         full = N.hidden64(det.graph_.aae.encoder.body, bank.x_bank).float().numpy()
-    with np.load(tmp_path / "m" / "weights.npz") as npz:
-        weights = {k: npz[k] for k in npz.files}
-    del weights["neighbors.h_mean"], weights["neighbors.h_axes"]
-    weights["neighbors.h_bank"] = full
-    np.savez(tmp_path / "m" / "weights.npz", **weights)
-    vouch(tmp_path / "m", "weights.npz")
+
+    def full_rows(weights):
+        del weights["neighbors.h_mean"], weights["neighbors.h_axes"]
+        weights["neighbors.h_bank"] = full
+
+    edit_weights(tmp_path / "m", full_rows)
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
     old = load(tmp_path / "m")
@@ -158,14 +157,9 @@ def test_models_written_before_the_axes_still_load_and_score(wide, tmp_path):
 def test_bad_hidden_axes_are_refused(wide, tmp_path, edit, message):
     _, det = wide
     det.save(tmp_path / "m")
-    with np.load(tmp_path / "m" / "weights.npz") as npz:
-        weights = {k: npz[k] for k in npz.files}
-    edit(weights)
-    np.savez(tmp_path / "m" / "weights.npz", **weights)
-    vouch(tmp_path / "m", "weights.npz")
+    edit_weights(tmp_path / "m", edit)
     with pytest.raises(ModelFormatError, match=message):
         load(tmp_path / "m")
-    shutil.rmtree(tmp_path / "m")
 
 
 def test_the_axes_are_reproducible(wide):

@@ -37,6 +37,15 @@ def vouch(model, name):
     (model / "manifest.json").write_text(json.dumps(manifest))
 
 
+def edit_weights(model, edit):
+    """Rewrite ``model``'s weights.npz as ``edit(arrays)`` leaves the dict of its arrays, and vouch for it."""
+    with np.load(model / "weights.npz") as npz:
+        weights = {k: npz[k] for k in npz.files}
+    edit(weights)
+    np.savez(model / "weights.npz", **weights)
+    vouch(model, "weights.npz")
+
+
 def plant(model, how, marker):
     payload = pickle.dumps(Payload(marker))
     if how == "weights are a pickle":
@@ -180,10 +189,6 @@ def test_bad_neighbour_rows_are_refused(model_dir, tmp_path, edit, message):
 
     copy = tmp_path / "m"
     shutil.copytree(model_dir, copy)
-    with np.load(copy / "weights.npz") as npz:
-        weights = {k: npz[k] for k in npz.files}
-    edit(weights)
-    np.savez(copy / "weights.npz", **weights)
-    vouch(copy, "weights.npz")
+    edit_weights(copy, edit)
     with pytest.raises(ModelFormatError, match=message):
         load(copy)
