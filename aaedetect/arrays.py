@@ -77,6 +77,12 @@ def is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
+def is_flat(kind: pa.DataType) -> bool:
+    """Text, numbers or booleans: what CSV gives, and what :func:`to_numpy` and the text paths
+    read as they stand (any other type goes through pandas)."""
+    return is_text(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
 def null_string() -> pa.Scalar:
     """A null string scalar (``pa.scalar(None, pa.string())`` without pandas)."""
     return pa.nulls(1, pa.string())[0]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from .arrays import is_text, to_numpy
+from .arrays import is_flat, to_numpy
 from .artifacts import check_model_target
 from .config import DEFAULT_CHUNK_ROWS, Options
 from .errors import DataError, SmallTableWarning
@@ -285,8 +285,7 @@ def _labels(column, source: str, column_name: str, first_line: int | None = None
     the whole file). Labels are numbers as ``pandas.to_numeric`` reads them ("1", "1.0", 1, True)."""
     if not isinstance(column, (pa.Array, pa.ChunkedArray)):
         return _labels_or_error(column, source, column_name, first_line, rows_before)
-    kind = column.type
-    if is_text(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+    if is_flat(column.type):
         with contextlib.suppress(pa.ArrowInvalid):  # the usual case: every label a number, 0 or 1
             numbers = to_numpy(column)
             if np.isin(numbers, (0.0, 1.0)).all():

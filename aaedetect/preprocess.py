@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrays import booleans, is_text, null_string, strings, to_numpy
+from .arrays import booleans, is_flat, is_text, null_string, strings, to_numpy
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -342,8 +342,7 @@ def _column(df: "pd.DataFrame | pa.Table", name: str) -> Column:
         return df[name]
     column = df.column(name)
     kind = column.type
-    if (is_text(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
-            or (pa.types.is_boolean(kind) and column.null_count == 0)):
+    if is_flat(kind) and not (pa.types.is_boolean(kind) and column.null_count):
         return column.combine_chunks()
     return column.to_pandas()
 
