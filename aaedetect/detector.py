@@ -480,7 +480,8 @@ def _rebuild_graph(state: FittedState, weights: dict[str, torch.Tensor], where) 
             axes = (banks.pop("h_mean"), banks.pop("h_axes")) if "h_axes" in banks else None
             if banks:
                 raise ValueError(f"unknown arrays {', '.join(sorted(banks))}")
-            width = h_bank.shape[1:2] if axes is None else axes[1].shape[:1]  # the hidden layer's
+            # the hidden layer's width: its rows' (version 3), or its axes' (then the rows are projected)
+            width = h_bank.shape[1:2] if axes is None else axes[1].shape[:1]
             if x_bank.ndim != 2 or h_bank.ndim != 2 or x_bank.shape[1] != cfg.n_inputs \
                     or width != (cfg.hidden[1],):
                 raise ModelFormatError(f"{where}: the neighbour rows do not match the manifest's network")
