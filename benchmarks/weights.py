@@ -32,11 +32,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from aaedetect.config import PART_CAP, Options
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the splits and dataset loading of the quality benchmark)
 
-CAP = 20.0  # aaedetect.config.PART_CAP
-DEFAULTS = (0.25, 2.0, 0.5)  # latent weight, neighbour weight, input-space share of the neighbour part
+# latent weight, neighbour weight, input-space share of the neighbour part (the mean of its two
+# spaces' z-scores: aaedetect.model, ScoringGraph)
+DEFAULTS = (Options().latent_weight, Options().neighbor_weight, 0.5)
 
 
 def parts(data: Path, name: str, protocol: str, seed: int, cache: Path | None,
@@ -69,8 +72,8 @@ def parts(data: Path, name: str, protocol: str, seed: int, cache: Path | None,
 
 def combined(p: dict[str, np.ndarray], latent_w: float, neighbor_w: float, x_share: float) -> np.ndarray:
     neighbor = x_share * p["neighbor_x"] + (1.0 - x_share) * p["neighbor_h"]
-    return (p["recon"] + latent_w * np.clip(p["latent"], 0.0, CAP)
-            + neighbor_w * np.minimum(neighbor, CAP))
+    return (p["recon"] + latent_w * np.clip(p["latent"], 0.0, PART_CAP)
+            + neighbor_w * np.minimum(neighbor, PART_CAP))
 
 
 def metrics(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
