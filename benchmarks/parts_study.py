@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Candidate score parts measured against the defaults on the same fits: one default fit per
+dataset, seed and protocol (quality.py's splits), then each candidate computed from that fit's
+raw parts on the held-out normal rows (where calibration is fitted) and on the test rows.
+
+    python benchmarks/parts_study.py --data ../shared/datasets --cache /tmp/parts
+    python benchmarks/parts_study.py --datasets kddcup99_10pct --seeds 0 --protocols novelty
+
+The candidates (each in place of, or added to, the defaults' ``anomaly_score``):
+
+- ``recon/column``: the reconstruction part with each column's error divided by its median on
+  the held-out rows (floored at a tenth of the columns' mean median), so that a column that is
+  always hard to reconstruct weighs less; calibrated like the reconstruction part.
+- ``+iforest W``: scikit-learn's IsolationForest (defaults, on quality.py's peer features of
+  the training rows), its score as a robust z-score on the training rows, capped at 20, times W.
+- ``+pattern W``: how unusual the row's combination of parts is. The four calibrated parts
+  (reconstruction, latent, both neighbour spaces; each clipped to +-20) of the held-out rows give
+  a mean and a covariance (Ledoit-Wolf shrinkage); the row's Mahalanobis distance to them, times
+  W. A row whose parts are each ordinary but disagree as normal rows' parts never do (a clustered
+  anomaly: near its fellows, so a small neighbour part, with an unusual code) scores high.
+
+The held-out rows' raw parts are taken by wrapping ``Calibration.fit`` (they are not kept on the
+model). Thresholds are not studied here: a candidate fitted on the held-out rows also needs
+scores for them that it was not fitted on before it can set a threshold. ``--cache DIR`` keeps
+each fit's arrays (``.npz``) so that a second run only recomputes the candidates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+from sklearn.ensemble import IsolationForest
+
+from aaedetect import scoring
+from aaedetect.config import PART_CAP, Options
+from aaedetect.scoring import PartCalibration, robust_location_scale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402  (the splits, dataset loading and metrics of the quality benchmark)
+
+HELD_OUT = ("recon", "latent", "near_x", "near_h", "errors")
+TEST = ("recon", "latent", "near_x", "near_h", "errors")
+IFOREST_WEIGHTS = (0.5, 1.0)
+PATTERN_WEIGHTS = (0.75, 1.0, 1.25)
+
+
+def fit_arrays(data: Path, name: str, protocol: str, seed: int, cache: Path | None) -> dict[str, np.ndarray]:
+    """Raw parts of the held-out rows (``held_*``) and of the test rows (``test_*``), the test
+    labels and IsolationForest's z-score of the test rows, for one default fit."""
+    path = cache / f"{protocol}-{name}-{seed}.npz" if cache else None
+    if path is not None and path.is_file():
+        return dict(np.load(path))
+    from aaedetect import AAEDetector
+    from aaedetect.detector import _batched
+
+    frame, y = quality.load_dataset(data / f"{name}.csv.gz")
+    train_idx, test_idx = quality.SPLITS[protocol](y, seed)
+    train, test = (frame.iloc[i].reset_index(drop=True) for i in (train_idx, test_idx))
+    held: dict[str, np.ndarray] = {}
+    fit = scoring.Calibration.fit.__func__
+
+    def capture(cls, recon_raw, latent_raw, **kw):
+        held.update(zip(HELD_OUT, (recon_raw, latent_raw, *kw["neighbor_raw"], kw["column_raw"][0])))
+        return fit(cls, recon_raw, latent_raw, **kw)
+
+    scoring.Calibration.fit = classmethod(capture)
+    try:
+        model = AAEDetector(random_state=seed).fit(train)
+    finally:
+        scoring.Calibration.fit = classmethod(fit)
+    numeric, categorical = model.preprocessor_.transform(test)[:2]
+    recon, latent, near_x, near_h, errors, _ = _batched(model.graph_.raw_parts, numeric, categorical,
+                                                        model.device_)
+    x_train, x_test = quality.peer_features(train, test)
+    forest = IsolationForest(random_state=seed).fit(x_train)
+    center, scale = robust_location_scale(-forest.score_samples(x_train), 1e-6)
+    out = {"y": y[test_idx], "anomaly": model.score_table(test)["anomaly_score"].to_numpy(),
+           "iforest_z": (-forest.score_samples(x_test) - center) / scale,
+           **{f"held_{k}": np.asarray(v) for k, v in held.items()},
+           **{f"test_{k}": np.asarray(v) for k, v in zip(TEST, (recon, latent, near_x, near_h, errors))}}
+    if path is not None:
+        np.savez(path, **out)
+    return out
+
+
+def candidates(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each candidate's anomaly scores for the test rows (and the defaults', recomputed)."""
+    opts = Options()
+    cals = (PartCalibration.fit(a["held_recon"], True), PartCalibration.fit(a["held_latent"], False),
+            PartCalibration.fit_distances(a["held_near_x"]), PartCalibration.fit_distances(a["held_near_h"]))
+
+    def z(prefix):
+        return np.clip(np.stack([c.z(a[f"{prefix}_{k}"].astype(np.float64)) for c, k in
+                                 zip(cals, ("recon", "latent", "near_x", "near_h"))], 1), -PART_CAP, PART_CAP)
+
+    held, test = z("held"), z("test")
+
+    def combine(recon):
+        return (recon + opts.latent_weight * np.clip(test[:, 1], 0.0, PART_CAP)
+                + opts.neighbor_weight * np.minimum(0.5 * (test[:, 2] + test[:, 3]), PART_CAP))
+
+    defaults = combine(test[:, 0])
+    out = {"defaults": defaults}
+    typical = np.median(a["held_errors"].astype(np.float64), 0)
+    typical = np.maximum(typical, 0.1 * typical.mean() + 1e-12)
+    per_column = PartCalibration.fit((a["held_errors"] / typical).sum(1), True)
+    out["recon/column"] = combine(per_column.z((a["test_errors"] / typical).sum(1)))
+    for w in IFOREST_WEIGHTS:
+        out[f"+iforest {w:g}"] = defaults + w * np.minimum(a["iforest_z"], PART_CAP)
+    cov = LedoitWolf().fit(held)
+    diff = test - cov.location_
+    distance = np.sqrt(np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov.covariance_), diff))
+    for w in PATTERN_WEIGHTS:
+        out[f"+pattern {w:g}"] = defaults + w * distance
+    return out
+
+
+def report(protocol: str, fits: dict[str, list[dict]]) -> None:
+    names = sorted(fits)
+    drift = max(float(np.abs(candidates(p)["defaults"] - p["anomaly"]).max()) for v in fits.values() for p in v)
+    # per dataset, per candidate: mean over seeds of (auroc, auprc, f1)
+    table: dict[str, np.ndarray] = {}
+    for name in names:
+        runs = [{k: quality.quality(p["y"], s) for k, s in candidates(p).items()} for p in fits[name]]
+        for k in runs[0]:
+            table.setdefault(k, []).append([np.mean([r[k][m] for r in runs]) for m in quality.METRICS])
+    table = {k: np.array(v) for k, v in table.items()}
+    base = table["defaults"]
+    print(f"\n## {protocol}: {len(names)} datasets, {sum(len(v) for v in fits.values())} fits "
+          f"(defaults recomputed from the raw parts: largest difference {drift:.2g})\n")
+    f1_names = [n for n in ("thyroid", "arrhythmia", "kddcup99_10pct") if n in names]
+    print("| candidate | mean AUROC | AUROC - defaults | se | ahead / behind | mean AUPRC | AUPRC - defaults |"
+          + "".join(f" {n} F1 |" for n in f1_names))
+    print("|---|---:|---:|---:|---|---:|---:|" + "---:|" * len(f1_names))
+    for k, v in table.items():
+        d = v[:, 0] - base[:, 0]
+        se = f"{d.std(ddof=1) / np.sqrt(len(d)):.4f}" if len(d) > 1 else "-"
+        f1 = "".join(f" {v[names.index(n), 2]:.3f} |" for n in f1_names)
+        print(f"| {k} | {v[:, 0].mean():.4f} | {d.mean():+.4f} | {se} | {(d > 5e-4).sum()} / {(d < -5e-4).sum()} "
+              f"| {v[:, 1].mean():.4f} | {(v[:, 1] - base[:, 1]).mean():+.4f} |{f1}")
+    print("\nAUROC - defaults by dataset (mean over seeds):\n")
+    print("| candidate | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for k, v in table.items():
+        if k != "defaults":
+            print(f"| {k} | " + " | ".join(f"{x:+.3f}" for x in v[:, 0] - base[:, 0]) + " |")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("AAEDETECT_DATA"),
+                   help="directory of *.csv.gz datasets [default: $AAEDETECT_DATA]")
+    p.add_argument("--datasets", help="comma list [default: all but " + ", ".join(quality.SKIP_BY_DEFAULT) + "]")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--protocols", default="novelty,unsupervised")
+    p.add_argument("--cache", help="directory for each fit's arrays (.npz), reused when present")
+    args = p.parse_args(argv)
+    if not args.data:
+        p.error("give --data DIR or set AAEDETECT_DATA")
+    data = Path(args.data)
+    names = ([n for n in args.datasets.split(",") if n] if args.datasets else
+             [quality.dataset_name(f) for f in sorted(data.glob("*.csv.gz"))
+              if quality.dataset_name(f) not in quality.SKIP_BY_DEFAULT])
+    cache = Path(args.cache) if args.cache else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    quality.show_aaedetect_log(False)
+    print("# aaedetect: candidate score parts\n")
+    print(", ".join(f"{k} {v}" for k, v in quality.environment().items()))
+    print(f"data {data}; seeds {args.seeds}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    for protocol in args.protocols.split(","):
+        fits: dict[str, list[dict]] = {}
+        for name in names:
+            for seed in seeds:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fits.setdefault(name, []).append(fit_arrays(data, name, protocol, seed, cache))
+                print(f"{protocol} {name} seed={seed}", file=sys.stderr, flush=True)
+        report(protocol, fits)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
