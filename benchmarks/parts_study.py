@@ -50,9 +50,11 @@ IFOREST_WEIGHTS = (0.5, 1.0)
 PATTERN_WEIGHTS = (0.75, 1.0, 1.25)
 
 
-def fit_arrays(data: Path, name: str, protocol: str, seed: int, cache: Path | None) -> dict[str, np.ndarray]:
+def fit_arrays(data: Path, name: str, protocol: str, seed: int, cache: Path | None,
+               options: dict | None = None) -> dict[str, np.ndarray]:
     """Raw parts of the held-out rows (``held_*``) and of the test rows (``test_*``), the test
-    labels and IsolationForest's z-score of the test rows, for one default fit."""
+    labels, the model's anomaly scores and IsolationForest's z-score of the test rows, for one
+    default fit (``options`` on top of the defaults)."""
     path = cache / f"{protocol}-{name}-{seed}.npz" if cache else None
     if path is not None and path.is_file():
         return dict(np.load(path))
@@ -71,7 +73,7 @@ def fit_arrays(data: Path, name: str, protocol: str, seed: int, cache: Path | No
 
     scoring.Calibration.fit = classmethod(capture)
     try:
-        model = AAEDetector(random_state=seed).fit(train)
+        model = AAEDetector(**{**(options or {}), "random_state": seed}).fit(train)
     finally:
         scoring.Calibration.fit = classmethod(fit)
     numeric, categorical = model.preprocessor_.transform(test)[:2]
