@@ -27,10 +27,7 @@ each fit's arrays (``.npz``) so that a second run only recomputes the candidates
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +40,7 @@ from aaedetect.scoring import PartCalibration, robust_location_scale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the splits, dataset loading and metrics of the quality benchmark)
+import studies  # noqa: E402
 
 HELD_OUT = ("recon", "latent", "near_x", "near_h", "errors")
 TEST = ("recon", "latent", "near_x", "near_h", "errors")
@@ -155,38 +153,15 @@ def report(protocol: str, fits: dict[str, list[dict]]) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("AAEDETECT_DATA"),
-                   help="directory of *.csv.gz datasets [default: $AAEDETECT_DATA]")
-    p.add_argument("--datasets", help="comma list [default: all but " + ", ".join(quality.SKIP_BY_DEFAULT) + "]")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--protocols", default="novelty,unsupervised")
-    p.add_argument("--cache", help="directory for each fit's arrays (.npz), reused when present")
+    p = studies.parser(__doc__, "directory for each fit's arrays (.npz), reused when present")
     args = p.parse_args(argv)
-    if not args.data:
-        p.error("give --data DIR or set AAEDETECT_DATA")
-    data = Path(args.data)
-    names = ([n for n in args.datasets.split(",") if n] if args.datasets else
-             [quality.dataset_name(f) for f in sorted(data.glob("*.csv.gz"))
-              if quality.dataset_name(f) not in quality.SKIP_BY_DEFAULT])
-    cache = Path(args.cache) if args.cache else None
-    if cache:
-        cache.mkdir(parents=True, exist_ok=True)
-    quality.show_aaedetect_log(False)
+    data, names, cache = studies.setup(p, args)
     print("# aaedetect: candidate score parts\n")
     print(", ".join(f"{k} {v}" for k, v in quality.environment().items()))
     print(f"data {data}; seeds {args.seeds}")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     for protocol in args.protocols.split(","):
-        fits: dict[str, list[dict]] = {}
-        for name in names:
-            for seed in seeds:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fits.setdefault(name, []).append(fit_arrays(data, name, protocol, seed, cache))
-                print(f"{protocol} {name} seed={seed}", file=sys.stderr, flush=True)
-        report(protocol, fits)
+        report(protocol, studies.fits(names, args.seeds, protocol,
+                                      lambda name, seed: fit_arrays(data, name, protocol, seed, cache)))
     return 0
 
 

@@ -22,11 +22,8 @@ best row of that table after the fact favours it: read a gain within two standar
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +33,7 @@ from aaedetect.config import PART_CAP, Options
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the splits and dataset loading of the quality benchmark)
+import studies  # noqa: E402
 
 # latent weight, neighbour weight, input-space share of the neighbour part (the mean of its two
 # spaces' z-scores: aaedetect.model, ScoringGraph)
@@ -121,42 +119,20 @@ def report(protocol: str, fits: dict[str, list[dict]], latent_ws, neighbor_ws, x
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.environ.get("AAEDETECT_DATA"),
-                   help="directory of *.csv.gz datasets [default: $AAEDETECT_DATA]")
-    p.add_argument("--datasets", help="comma list [default: all but " + ", ".join(quality.SKIP_BY_DEFAULT) + "]")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--protocols", default="novelty,unsupervised")
+    p = studies.parser(__doc__, "directory for each fit's parts (.npz), reused when present")
     p.add_argument("--latent-weights", default="0,0.25,0.5,1")
     p.add_argument("--neighbor-weights", default="1,2,3,4,6")
     p.add_argument("--input-shares", default="0,0.25,0.75,1")
-    p.add_argument("--cache", help="directory for each fit's parts (.npz), reused when present")
     args = p.parse_args(argv)
-    if not args.data:
-        p.error("give --data DIR or set AAEDETECT_DATA")
-    data = Path(args.data)
-    names = ([n for n in args.datasets.split(",") if n] if args.datasets else
-             [quality.dataset_name(f) for f in sorted(data.glob("*.csv.gz"))
-              if quality.dataset_name(f) not in quality.SKIP_BY_DEFAULT])
-    cache = Path(args.cache) if args.cache else None
-    if cache:
-        cache.mkdir(parents=True, exist_ok=True)
+    data, names, cache = studies.setup(p, args)
     floats = lambda text: [float(v) for v in text.split(",") if v]  # noqa: E731
-    quality.show_aaedetect_log(False)
     print("# aaedetect: score parts and their weights\n")
     print(", ".join(f"{k} {v}" for k, v in quality.environment().items()))
     print(f"data {data}; seeds {args.seeds}; defaults: latent weight {DEFAULTS[0]}, neighbour weight "
           f"{DEFAULTS[1]}, input share {DEFAULTS[2]}")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     for protocol in args.protocols.split(","):
-        fits: dict[str, list[dict]] = {}
-        for name in names:
-            for seed in seeds:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fits.setdefault(name, []).append(parts(data, name, protocol, seed, cache))
-                print(f"{protocol} {name} seed={seed}", file=sys.stderr, flush=True)
+        fits = studies.fits(names, args.seeds, protocol,
+                            lambda name, seed: parts(data, name, protocol, seed, cache))
         report(protocol, fits, floats(args.latent_weights), floats(args.neighbor_weights),
                floats(args.input_shares))
     return 0

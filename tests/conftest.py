@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -82,3 +83,25 @@ def csv_file(table, tmp_path) -> Path:
     path = tmp_path / "data.csv"
     table.to_csv(path, index=False)
     return path
+
+
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"aaedetect_benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def labelled_folder(tmp_path_factory) -> Path:
+    """A folder with one small labelled dataset (``toy.csv.gz``), laid out as the shared ones are:
+    feature columns and a final ``label`` column, 1 = anomaly (20 rows, shifted so they can be found)."""
+    folder = tmp_path_factory.mktemp("data")
+    table = make_table()
+    rng = np.random.default_rng(0)
+    label = np.zeros(len(table), dtype=int)
+    label[rng.choice(len(table), 20, replace=False)] = 1
+    table.loc[label == 1, table.select_dtypes("number").columns[0]] += 8.0
+    table.assign(label=label).to_csv(folder / "toy.csv.gz", index=False)
+    return folder
