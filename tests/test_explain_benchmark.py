@@ -1,20 +1,15 @@
 """benchmarks/explain.py: its loaders, hit counting and report, on hand-made explanations (no
 training: the explanation API is stood in for by a function that writes top_columns)."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location(
-    "aaedetect_explain_benchmark", Path(__file__).parents[1] / "benchmarks" / "explain.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # dataclasses look their module up there
-_spec.loader.exec_module(bench)
+bench = load_benchmark("explain")
 
 KINDS = ["none", "spike", "spike", "relation", "category", "category", "odd"]
 BROKEN = ["", "a", "b", "c", "d", "e;f", "g"]

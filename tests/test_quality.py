@@ -5,11 +5,10 @@ Needs $AAEDETECT_DATA (for example ../shared/datasets, which .ci/run sets when i
 skipped otherwise. Same protocol as benchmarks/quality.py, one seed.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import SHARED_DATA, load_benchmark, needs_shared_data
 from sklearn.metrics import roc_auc_score
 
 from aaedetect import AAEDetector
@@ -18,10 +17,7 @@ pytestmark = needs_shared_data
 
 # The benchmark's own split and metrics (it imports PyOD only for its PyOD peers), so that these
 # floors measure exactly what benchmarks/quality.py reports.
-_spec = importlib.util.spec_from_file_location(
-    "aaedetect_quality_benchmark", Path(__file__).parents[1] / "benchmarks" / "quality.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_benchmark("quality")
 
 
 def split(name: str, seed: int = 0):

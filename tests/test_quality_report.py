@@ -1,16 +1,11 @@
 """benchmarks/quality.py's summaries, on hand-made records: the paired difference to the best
 peer per dataset, and the false-positive rate at aaedetect's own threshold."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location(
-    "aaedetect_quality_benchmark_report", Path(__file__).parents[1] / "benchmarks" / "quality.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_benchmark("quality")
 
 
 def record(dataset, method, seed, auroc, **extra):
