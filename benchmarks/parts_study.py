@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the splits, dataset loading and metrics of the quality benchmark)
 import studies  # noqa: E402
 
-HELD_OUT = ("recon", "latent", "near_x", "near_h", "errors")
-TEST = ("recon", "latent", "near_x", "near_h", "errors")
+#: The raw parts kept for the held-out rows (``held_*``) and the test rows (``test_*``): the
+#: first four outputs of ``ScoringGraph.raw_parts`` and its per-column reconstruction errors.
+RAW_PARTS = ("recon", "latent", "near_x", "near_h", "errors")
 IFOREST_WEIGHTS = (0.5, 1.0)
 PATTERN_WEIGHTS = (0.75, 1.0, 1.25)
 
@@ -66,7 +67,7 @@ def fit_arrays(data: Path, name: str, protocol: str, seed: int, cache: Path | No
     fit = scoring.Calibration.fit.__func__
 
     def capture(cls, recon_raw, latent_raw, **kw):
-        held.update(zip(HELD_OUT, (recon_raw, latent_raw, *kw["neighbor_raw"], kw["column_raw"][0])))
+        held.update(zip(RAW_PARTS, (recon_raw, latent_raw, *kw["neighbor_raw"], kw["column_raw"][0])))
         return fit(cls, recon_raw, latent_raw, **kw)
 
     scoring.Calibration.fit = classmethod(capture)
@@ -83,27 +84,28 @@ def fit_arrays(data: Path, name: str, protocol: str, seed: int, cache: Path | No
     out = {"y": y[test_idx], "anomaly": model.score_table(test)["anomaly_score"].to_numpy(),
            "iforest_z": (-forest.score_samples(x_test) - center) / scale,
            **{f"held_{k}": np.asarray(v) for k, v in held.items()},
-           **{f"test_{k}": np.asarray(v) for k, v in zip(TEST, (recon, latent, near_x, near_h, errors))}}
+           **{f"test_{k}": np.asarray(v) for k, v in zip(RAW_PARTS, (recon, latent, near_x, near_h, errors))}}
     if path is not None:
         np.savez(path, **out)
     return out
 
 
 def candidates(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each candidate's anomaly scores for the test rows (and the defaults', recomputed)."""
+    """Each candidate's anomaly scores for the test rows (and the defaults', recomputed with the
+    package's own calibration and combination)."""
     opts = Options()
-    cals = (PartCalibration.fit(a["held_recon"], True), PartCalibration.fit(a["held_latent"], False),
-            PartCalibration.fit_distances(a["held_near_x"]), PartCalibration.fit_distances(a["held_near_h"]))
+    cal = scoring.Calibration.fit(a["held_recon"], a["held_latent"], latent_log=opts.latent_signal == "discriminator",
+                                  latent_weight=opts.latent_weight, neighbor_weight=opts.neighbor_weight,
+                                  neighbor_raw=(a["held_near_x"], a["held_near_h"]))
+    parts = (cal.recon, cal.latent, cal.neighbor_x, cal.neighbor_h)
 
-    def z(prefix):
-        return np.clip(np.stack([c.z(a[f"{prefix}_{k}"].astype(np.float64)) for c, k in
-                                 zip(cals, ("recon", "latent", "near_x", "near_h"))], 1), -PART_CAP, PART_CAP)
+    def z(prefix):  # (N, 4): the calibrated parts, as the scoring graph computes them
+        return np.stack([c.z(a[f"{prefix}_{k}"].astype(np.float64)) for c, k in zip(parts, RAW_PARTS)], 1)
 
     held, test = z("held"), z("test")
 
     def combine(recon):
-        return (recon + opts.latent_weight * np.clip(test[:, 1], 0.0, PART_CAP)
-                + opts.neighbor_weight * np.minimum(0.5 * (test[:, 2] + test[:, 3]), PART_CAP))
+        return cal.combine(recon, test[:, 1], 0.5 * (test[:, 2] + test[:, 3]))
 
     defaults = combine(test[:, 0])
     out = {"defaults": defaults}
@@ -113,6 +115,7 @@ def candidates(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["recon/column"] = combine(per_column.z((a["test_errors"] / typical).sum(1)))
     for w in IFOREST_WEIGHTS:
         out[f"+iforest {w:g}"] = defaults + w * np.minimum(a["iforest_z"], PART_CAP)
+    held, test = (np.clip(v, -PART_CAP, PART_CAP) for v in (held, test))
     cov = LedoitWolf().fit(held)
     diff = test - cov.location_
     distance = np.sqrt(np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov.covariance_), diff))
@@ -123,11 +126,12 @@ def candidates(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def report(protocol: str, fits: dict[str, list[dict]]) -> None:
     names = sorted(fits)
-    drift = max(float(np.abs(candidates(p)["defaults"] - p["anomaly"]).max()) for v in fits.values() for p in v)
+    scores = {name: [candidates(p) for p in fits[name]] for name in names}
+    drift = max(float(np.abs(s["defaults"] - p["anomaly"]).max()) for n in names for p, s in zip(fits[n], scores[n]))
     # per dataset, per candidate: mean over seeds of (auroc, auprc, f1)
     table: dict[str, np.ndarray] = {}
     for name in names:
-        runs = [{k: quality.quality(p["y"], s) for k, s in candidates(p).items()} for p in fits[name]]
+        runs = [{k: quality.quality(p["y"], v) for k, v in s.items()} for p, s in zip(fits[name], scores[name])]
         for k in runs[0]:
             table.setdefault(k, []).append([np.mean([r[k][m] for r in runs]) for m in quality.METRICS])
     table = {k: np.array(v) for k, v in table.items()}

@@ -32,6 +32,15 @@ def test_the_parts_study_recomputes_the_models_scores(labelled_folder, tmp_path)
     # stay under 100 here: about 1e-5), well inside 1e-4, as for the weights above
     np.testing.assert_allclose(scores["defaults"], arrays["anomaly"], atol=1e-4, rtol=0)
     assert all(s.shape == (n_test,) and np.isfinite(s).all() for s in scores.values())
+    # as in the model, the reconstruction part is not capped: raw errors a million times larger
+    # raise each row's score by exactly their z-score's rise (over 20, where the other parts stop)
+    raw = arrays["test_recon"].astype(np.float64)
+    larger = parts_study.candidates({**arrays, "test_recon": raw * 1e6})["defaults"]
+    recon = scoring.PartCalibration.fit(arrays["held_recon"], True)
+    rise = recon.z(raw * 1e6) - recon.z(raw)
+    assert rise.min() > 20
+    # float64 sums of terms under 100 differ by rounding under 1e-13
+    np.testing.assert_allclose(larger - scores["defaults"], rise, rtol=0, atol=1e-9)
     # the pattern part adds a non-negative distance, and it is not zero everywhere
     extra = scores["+pattern 1"] - scores["defaults"]
     assert (extra >= 0).all() and extra.max() > 0
