@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from aaedetect.config import PART_CAP, Options
+from aaedetect.config import Options
+from aaedetect.scoring import Calibration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the splits and dataset loading of the quality benchmark)
@@ -69,9 +71,9 @@ def parts(data: Path, name: str, protocol: str, seed: int, cache: Path | None,
 
 
 def combined(p: dict[str, np.ndarray], latent_w: float, neighbor_w: float, x_share: float) -> np.ndarray:
-    neighbor = x_share * p["neighbor_x"] + (1.0 - x_share) * p["neighbor_h"]
-    return (p["recon"] + latent_w * np.clip(p["latent"], 0.0, PART_CAP)
-            + neighbor_w * np.minimum(neighbor, PART_CAP))
+    """The package's combination (``Calibration.combine``) of the calibrated parts with these weights."""
+    weights = replace(Calibration.identity(Options().latent_signal), latent_weight=latent_w, neighbor_weight=neighbor_w)
+    return weights.combine(p["recon"], p["latent"], x_share * p["neighbor_x"] + (1.0 - x_share) * p["neighbor_h"])
 
 
 def metrics(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
